@@ -1,0 +1,116 @@
+"""Per-layer alignment metrics (``shared/reference/learning_rules.md``, Metrics).
+
+Nothing here branches on a rule's name: rules answer ``effective_feedback`` and
+``conservation_potential``, and the gradient angle compares whatever the rule
+computes with the true gradient of the plain forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rules.base import angle_between
+
+
+def weight_angle(weight: torch.Tensor, feedback: torch.Tensor | None) -> float:
+    """Degrees between vec(W) and vec(B_eff); NaN where there is no feedback matrix."""
+    return math.nan if feedback is None else angle_between(weight, feedback)
+
+
+def norm_ratio(weight: torch.Tensor, feedback: torch.Tensor | None) -> float:
+    """‖B_eff‖ / ‖W‖; NaN where there is no feedback matrix."""
+    if feedback is None:
+        return math.nan
+    w = weight.detach().double().norm().item()
+    return math.nan if w == 0 else feedback.detach().double().norm().item() / w
+
+
+def true_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Exact gradients of the mean cross-entropy w.r.t. each layer's weight, through
+    the plain forward (never a rule's custom backward)."""
+    weights = [layer.weight for layer in model.layers]
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(x), y)
+        return [g.detach() for g in torch.autograd.grad(loss, weights)]
+
+
+def gradient_angles(model, rule, x, y) -> list[float]:
+    """Per layer: degrees between the rule's ``grad W_l`` and the true gradient on the
+    same batch (FDFA seed, Fig. 7). The rule's state is left untouched."""
+    estimated = rule.probe_grads(model, x, y)
+    exact = true_grads(model, x, y)
+    return [angle_between(a, b) for a, b in zip(estimated, exact)]
+
+
+def is_homogeneous(model: nn.Module) -> bool:
+    """σ'(a)·a = σ(a) holds (ReLU, leaky ReLU): the conservation law's premise."""
+    return isinstance(model.activation, (nn.ReLU, nn.LeakyReLU))
+
+
+def incoming_half_norms(model, layer: int) -> torch.Tensor:
+    """½‖w_i‖² per neuron of ``layer``, its incoming weights together with its bias."""
+    w = model.layers[layer].weight.detach()
+    w = w.reshape(w.shape[0], -1)
+    b = model.layers[layer].bias.detach()
+    return 0.5 * (w.double().pow(2).sum(1) + b.double().pow(2))
+
+
+class ConservationTracker:
+    """Measures the implicit_regularization seed's conservation law (Thm 5.2).
+
+    Per hidden layer: Σ_i [½‖w_i(t)‖² − ½‖w_i(0)‖²] / Σ_i [Q_i(t) − Q_i(0)], which is
+    1 under the rule's gradient flow (plain SGD, small steps). NaN where the rule
+    has no such law, the activation is not homogeneous, or nothing has moved yet.
+    """
+
+    def __init__(self, model, rule):
+        self.start: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if not is_homogeneous(model):
+            return
+        for layer in range(model.n_layers - 1):
+            potential = rule.conservation_potential(model, layer)
+            if potential is not None:
+                self.start[layer] = (incoming_half_norms(model, layer),
+                                     potential.detach().double())
+
+    def ratios(self, model, rule) -> list[float]:
+        out = [math.nan] * model.n_layers
+        for layer, (norms0, potential0) in self.start.items():
+            left = (incoming_half_norms(model, layer) - norms0).sum().item()
+            right = (rule.conservation_potential(model, layer).double() - potential0).sum().item()
+            out[layer] = left / right if right != 0 else math.nan
+        return out
+
+
+def layer_metrics(model, rule, probe_x, probe_y, tracker: ConservationTracker | None) -> dict:
+    """All per-layer columns for one history row (layers numbered from 1)."""
+    row = {}
+    grad_angles = gradient_angles(model, rule, probe_x, probe_y)
+    conservation = tracker.ratios(model, rule) if tracker else [math.nan] * model.n_layers
+    for index, layer in enumerate(model.layers):
+        feedback = rule.effective_feedback(model, index)
+        n = index + 1
+        row[f"weight_angle/{n}"] = weight_angle(layer.weight, feedback)
+        row[f"norm_ratio/{n}"] = norm_ratio(layer.weight, feedback)
+        row[f"grad_angle/{n}"] = grad_angles[index]
+        row[f"conservation/{n}"] = conservation[index]
+    return row
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2048):
+    """Mean cross-entropy and accuracy of the plain forward on (x, y)."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start:start + batch_size])
+        target = y[start:start + batch_size]
+        total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+        correct += (logits.argmax(1) == target).sum().item()
+    model.train(was_training)
+    return total_loss / len(y), correct / len(y)

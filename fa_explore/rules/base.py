@@ -1,0 +1,321 @@
+"""The Rule base class and the pieces rules share.
+
+A rule is an ``nn.Module`` that owns everything the model does not: feedback
+matrices (buffers when fixed, parameters when learned), sparsity masks, running
+estimates and its own random generator. ``compute_grads(model, x, y)`` runs the
+training forward/backward its own way and fills ``.grad`` of every trainable
+tensor, so any torch optimizer can step.
+
+Conventions (see ``shared/reference/learning_rules.md``): layer ``l`` (0-based
+here, 1-based in metric names) has weight ``W`` of shape ``(N_out, N_in, *kernel)``;
+a layer-to-layer feedback matrix has the same shape as ``W`` and replaces it in
+the backward pass: ``grad_input = grad_output · B``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import FeedforwardNet, init_weight_
+
+Feedback = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+def _conv_params(layer: nn.Module) -> tuple:
+    return (layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+def layer_forward(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor | None) -> torch.Tensor:
+    """The layer's forward with explicit weights (linear, conv1d or conv2d)."""
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, weight, bias)
+    stride, padding, dilation, groups = _conv_params(layer)
+    conv = F.conv2d if isinstance(layer, nn.Conv2d) else F.conv1d
+    return conv(x, weight, bias, stride, padding, dilation, groups)
+
+
+def input_grad(layer: nn.Module, grad_out: torch.Tensor, x: torch.Tensor,
+               matrix: torch.Tensor) -> torch.Tensor:
+    """``grad_out`` sent back through ``matrix`` in place of the layer's weight
+    (``x`` is the layer's input; only its shape matters)."""
+    if isinstance(layer, nn.Linear):
+        return grad_out @ matrix
+    stride, padding, dilation, groups = _conv_params(layer)
+    grad_in, _, _ = torch.ops.aten.convolution_backward(
+        grad_out, x, matrix, None, stride, padding, dilation, False, [0] * len(stride),
+        groups, [True, False, False])
+    return grad_in
+
+
+def weight_grads(layer: nn.Module, grad_out: torch.Tensor, x: torch.Tensor,
+                 want_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The local update ``grad W = δᵀ h``, ``grad b = Σ δ`` for any layer kind."""
+    if isinstance(layer, nn.Linear):
+        grad_w = grad_out.t() @ x
+        grad_b = grad_out.sum(0) if want_bias else None
+        return grad_w, grad_b
+    stride, padding, dilation, groups = _conv_params(layer)
+    _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        grad_out, x, layer.weight, [layer.weight.shape[0]] if want_bias else None, stride,
+        padding, dilation, False, [0] * len(stride), groups, [False, True, want_bias])
+    return grad_w, grad_b
+
+
+class FeedbackLayer(torch.autograd.Function):
+    """Forward as the layer; backward sends the error through ``feedback``.
+
+    ``feedback`` is a tensor of the weight's shape (B in the reference) or a
+    callable ``grad_output -> grad_input`` for rules whose pathway is not one
+    matrix (PFA). The weight and bias get the ordinary local update ``δᵀ h``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layer, feedback):
+        out = layer_forward(layer, x, weight, bias)
+        ctx.layer, ctx.feedback = layer, feedback
+        ctx.save_for_backward(x)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        layer, feedback = ctx.layer, ctx.feedback
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = None
+        if need_x:
+            grad_x = feedback(grad_out) if callable(feedback) else input_grad(
+                layer, grad_out, x, feedback)
+        grad_w = grad_b = None
+        if need_w or need_b:
+            grad_w, grad_b = weight_grads(layer, grad_out, x, need_b)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def feedback_call(feedbacks: Sequence[Feedback | None]):
+    """A ``layer_call`` that routes layer ``l``'s backward through ``feedbacks[l]``.
+
+    ``None`` keeps the layer's own autograd (exact backward through W).
+    """
+
+    def call(index: int, layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        fb = feedbacks[index]
+        if fb is None:
+            return layer(h)
+        return FeedbackLayer.apply(h, layer.weight, layer.bias, layer, fb)
+
+    return call
+
+
+def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as flat vectors (NaN if one is zero)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return math.nan
+    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
+    return math.degrees(math.acos(cos.item()))
+
+
+def aligned_like(weight: torch.Tensor, angle_deg: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """A matrix at exactly ``angle_deg`` from ``weight`` with the same norm (IFA).
+
+    ``B = ‖W‖ (cos θ Ŵ + sin θ Ô)`` with Ô the normalised part of a fresh random
+    draw orthogonal to W (initial_soft_alignment seed).
+    """
+    w = weight.detach().double()
+    w_hat = w / w.norm()
+    g = init_weight_(torch.empty_like(weight), generator).double()
+    o = g - (g * w_hat).sum() * w_hat
+    o_hat = o / o.norm()
+    theta = math.radians(angle_deg)
+    b = w.norm() * (math.cos(theta) * w_hat + math.sin(theta) * o_hat)
+    return b.to(weight.dtype)
+
+
+class Rule(nn.Module):
+    """How a model learns. Subclass it in one file of ``fa_explore/rules/``.
+
+    Class attributes read by the config, the CLI and the dashboard:
+
+    - ``name``: config name (``RunConfig.rule``); ``description``: one line;
+      ``paper``: the source.
+    - ``defaults``: default hyperparameters (RunConfig fields such as ``lr``).
+    - ``options``: rule-specific settings (``RunConfig.rule_options``) with defaults.
+    - ``models``: the model kinds the rule supports.
+    - ``uses_init_angle``, ``uses_feedback_sparsity``, ``uses_expansion_ratio``:
+      which config knobs mean something for this rule.
+    - ``feedback_kind``: ``"layer"`` (a matrix per layer standing in for W),
+      ``"direct"`` (output-to-layer matrices) or ``"none"``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    options: ClassVar[dict[str, Any]] = {}
+    models: ClassVar[tuple[str, ...]] = ("mlp", "cnn")
+    uses_init_angle: ClassVar[bool] = False
+    uses_feedback_sparsity: ClassVar[bool] = False
+    uses_expansion_ratio: ClassVar[bool] = False
+    expansion_ratios: ClassVar[tuple[int, ...] | None] = None
+    feedback_kind: ClassVar[str] = "none"
+
+    def __init__(self, model: FeedforwardNet, cfg, generator: torch.Generator | None = None):
+        super().__init__()
+        self.cfg = cfg
+        device = model.layers[0].weight.device
+        self.generator = generator or torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        self.sparsity = float(cfg.feedback_sparsity)
+
+    # ---------------------------------------------------------------- the API
+    def compute_grads(self, model: FeedforwardNet, x: torch.Tensor,
+                      y: torch.Tensor) -> torch.Tensor:
+        """Fill ``.grad`` of every trainable tensor; return the (detached) batch loss."""
+        raise NotImplementedError
+
+    def effective_feedback(self, model: FeedforwardNet, layer: int) -> torch.Tensor | None:
+        """The matrix standing in for ``model.layers[layer].weight`` in the backward
+        pass, as it is used now (masks applied), or None where there is none."""
+        return None
+
+    def conservation_potential(self, model: FeedforwardNet, layer: int) -> torch.Tensor | None:
+        """Per-neuron ``Q_i`` of hidden layer ``layer`` such that, under this rule's
+        gradient flow with a homogeneous activation, ``Δ ½‖w_i‖² = Δ Q_i``
+        (implicit_regularization seed, Thm 5.2); None where no such law holds."""
+        return None
+
+    def param_groups(self, model: FeedforwardNet) -> list[dict[str, Any]]:
+        """Optimizer parameter groups. A group may carry ``optimizer`` and its own
+        hyperparameters; by default the model and the rule's learned feedback share
+        the run's optimizer."""
+        return [{"params": [*model.parameters(), *self.parameters()]}]
+
+    def on_epoch_start(self, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """Hook for epoch-dependent schedules (e.g. PFA's weight decay)."""
+
+    # -------------------------------------------------------------- helpers
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    def randn(self, *shape: int, like: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise from the rule's own generator (reproducible)."""
+        return torch.randn(*shape, generator=self.generator, device=like.device,
+                           dtype=like.dtype)
+
+    def init_feedback(self, weight: torch.Tensor) -> torch.Tensor:
+        """A random matrix from the forward weights' init distribution, or, with
+        ``init_angle`` set on a rule that uses it, one at exactly that angle to W."""
+        if self.uses_init_angle and self.cfg.init_angle is not None:
+            return aligned_like(weight, self.cfg.init_angle, self.generator)
+        return init_weight_(torch.empty_like(weight.detach()), self.generator)
+
+    def make_mask(self, like: torch.Tensor) -> torch.Tensor | None:
+        """Fixed Bernoulli(1 − p) mask scaled by 1/sqrt(1 − p), or None when p = 0
+        (product_feedback_alignment seed, Fig. 6)."""
+        if self.sparsity <= 0:
+            return None
+        keep = 1.0 - self.sparsity
+        draw = torch.rand(like.shape, generator=self.generator, device=like.device)
+        return (draw < keep).to(like.dtype) / math.sqrt(keep)
+
+    @staticmethod
+    def masked(matrix: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return matrix if mask is None else matrix * mask
+
+    def probe_grads(self, model: FeedforwardNet, x: torch.Tensor,
+                    y: torch.Tensor) -> list[torch.Tensor]:
+        """This rule's weight gradients on a batch, leaving the rule, its random
+        generator and the model's ``.grad`` as they were (for metrics)."""
+        saved_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        saved_rng = self.generator.get_state()
+        saved_grads = [p.grad for p in [*model.parameters(), *self.parameters()]]
+        for p in [*model.parameters(), *self.parameters()]:
+            p.grad = None
+        try:
+            self.compute_grads(model, x, y)
+            return [layer.weight.grad.detach().clone() if layer.weight.grad is not None
+                    else torch.zeros_like(layer.weight) for layer in model.layers]
+        finally:
+            self.load_state_dict(saved_state)
+            self.generator.set_state(saved_rng)
+            for p, g in zip([*model.parameters(), *self.parameters()], saved_grads):
+                p.grad = g
+
+    @classmethod
+    def summary(cls) -> str:
+        return f"{cls.name}: {cls.description} ({cls.paper})"
+
+
+def outgoing_weights(model: FeedforwardNet, layer: int,
+                     matrix: torch.Tensor | None = None) -> torch.Tensor:
+    """Row ``i`` = everything hidden neuron (or channel) ``i`` of ``layer`` sends to
+    the next layer: ``W_{l+1}[:, i]``, over all kernel taps or flattened positions.
+    ``matrix`` (shape of ``W_{l+1}``) replaces the weight, e.g. with the feedback."""
+    n_neurons = model.layers[layer].weight.shape[0]
+    w_next = model.layers[layer + 1].weight if matrix is None else matrix
+    w_next = w_next.detach().reshape(w_next.shape[0], n_neurons, -1)
+    return w_next.transpose(0, 1).reshape(n_neurons, -1)
+
+
+class LayerFeedbackRule(Rule):
+    """A rule whose backward pass uses one matrix ``B_l`` per layer ``l ≥ 1`` (the
+    shape of ``W_l``) in place of ``W_l``. The first layer needs none: nobody
+    needs the error at the input."""
+
+    feedback_kind = "layer"
+
+    def feedback_matrix(self, model: FeedforwardNet, layer: int) -> torch.Tensor:
+        """The matrix used for ``layer``'s backward now (masks applied)."""
+        raise NotImplementedError
+
+    def compute_grads(self, model, x, y):
+        feedbacks = [None] + [self.feedback_matrix(model, l) for l in range(1, model.n_layers)]
+        loss = self.loss(model(x, feedback_call(feedbacks)), y)
+        loss.backward()
+        return loss.detach()
+
+    def effective_feedback(self, model, layer):
+        return self.feedback_matrix(model, layer).detach() if layer > 0 else None
+
+
+class StoredLayerFeedback(LayerFeedbackRule):
+    """``B_l`` stored by the rule (buffers ``B1``, ``B2`` …, or parameters when
+    ``learned_feedback``), initialised by :meth:`Rule.init_feedback`, with a fixed
+    sparsity mask ``B{l}_mask`` when ``feedback_sparsity > 0``."""
+
+    learned_feedback: ClassVar[bool] = False
+
+    def __init__(self, model, cfg, generator=None):
+        super().__init__(model, cfg, generator)
+        for l in range(1, model.n_layers):
+            weight = model.layers[l].weight
+            matrix = self.init_feedback(weight)
+            if self.learned_feedback:
+                self.register_parameter(f"B{l}", nn.Parameter(matrix))
+            else:
+                self.register_buffer(f"B{l}", matrix)
+            self.register_buffer(f"B{l}_mask", self.make_mask(weight))
+
+    def stored_feedback(self, layer: int) -> torch.Tensor:
+        return getattr(self, f"B{layer}")
+
+    def feedback_matrix(self, model, layer):
+        matrix = self.stored_feedback(layer)
+        return self.masked(matrix.detach() if self.learned_feedback else matrix,
+                           getattr(self, f"B{layer}_mask"))
+
+
+class FixedLayerFeedback(StoredLayerFeedback):
+    """Fixed ``B_l``: feedback alignment and its initial-alignment variants."""
+
+    def conservation_potential(self, model, layer):
+        # Under FA flow Δ ½‖w_i‖² = Δ ⟨b_i, v_i⟩ with b_i the fixed feedback column.
+        b = outgoing_weights(model, layer, self.feedback_matrix(model, layer + 1))
+        return (b * outgoing_weights(model, layer)).sum(1)

@@ -1,0 +1,21 @@
+"""Feedback alignment, with optional soft initial alignment (IFA / adaFA)."""
+
+from __future__ import annotations
+
+from .base import FixedLayerFeedback
+
+
+class FA(FixedLayerFeedback):
+    """Fixed random feedback ``B_l`` drawn like ``W_l`` (Lillicrap et al. 2016).
+
+    With ``init_angle=θ`` each ``B_l`` is built once at exactly θ degrees from the
+    initial ``W_l`` with the same norm (soft initial alignment, IFA; θ = 0 is adaFA).
+    """
+
+    name = "fa"
+    description = ("Feedback alignment: errors travel back through fixed random matrices; "
+                   "the forward weights learn to align with them.")
+    paper = ("Lillicrap et al. 2016, Nat. Commun.; init_angle: soft initial alignment "
+             "(IFA) and adaFA (implicit regularization in FA)")
+    uses_init_angle = True
+    uses_feedback_sparsity = True
