@@ -53,8 +53,9 @@ class RunConfig:
     """A training run: which rule, data, model and optimisation.
 
     ``None`` in ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
-    ``batch_size``, ``epochs``, ``expansion_ratio`` and ``eval_every`` means
-    "the rule's default" (see :meth:`resolve`).
+    ``batch_size``, ``epochs`` and ``expansion_ratio`` means "the rule's default"
+    (see :meth:`resolve`); ``None`` in ``eval_every`` lets training evaluate about
+    50 times per run.
     """
 
     rule: str = "fa"

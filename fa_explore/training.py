@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
@@ -237,12 +237,18 @@ def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor
     return torch.randperm(n, generator=generator)[:min(size, n)]
 
 
-def train_iter(cfg: RunConfig, data: Dataset | None = None) -> Iterator[Snapshot]:
+def train_iter(cfg: RunConfig, data: Dataset | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[Snapshot]:
     """Train step by step, yielding a :class:`Snapshot` at every evaluation.
 
     The first snapshot is step 0, before any update. The caller may stop at any
     time (``break`` or ``.close()``): the run's status becomes ``stopped``. The last
     snapshot has status ``finished`` or ``diverged``.
+
+    ``should_stop``, when given, is called before every training step; when it
+    returns True the run ends with status ``stopped`` and a last snapshot (row
+    None). It lets a caller in another thread (the dashboard) stop a run between
+    two steps rather than between two evaluations; it may also block (pause).
     """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device)
@@ -286,6 +292,10 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None) -> Iterator[Snapshot
             rule.on_epoch_start(epoch, optimizers)
             order = torch.randperm(n_train, generator=shuffle_gen).to(device)
             for start in range(0, n_train, cfg.batch_size):
+                if should_stop is not None and should_stop():
+                    run.status, run.message = "stopped", f"stopped by the user at step {step}"
+                    yield Snapshot(run, None, step, total_steps, run.status)
+                    return
                 batch = order[start:start + cfg.batch_size]
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)

@@ -1,0 +1,205 @@
+"""What the dashboard's controls may show and change, decided without widgets.
+
+Everything here reads the rule classes' attributes (``uses_init_angle``,
+``uses_feedback_sparsity``, ``uses_expansion_ratio``, ``expansion_ratios``,
+``models``, ``feedback_kind``) and the dataset specs (``kind``, ``downloads``,
+``available``) and leaves the validation of combinations to :class:`RunConfig`;
+nothing branches on a rule's or dataset's name, so a rule added as one file
+shows up with the right controls enabled.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from typing import Any
+
+import torch
+
+from ..config import MODELS, RunConfig
+from ..data import DATASETS
+from ..rules import RULES
+
+# Query keys Voilà itself reads from the page URL; they are not run settings.
+VOILA_QUERY_KEYS = ("voila-template", "voila-theme", "template", "theme")
+
+# Fields left out of "what differs" labels: bookkeeping, not experiment settings.
+UNCOMPARED_FIELDS = ("eval_every", "eval_size", "device")
+
+# Hyperparameters a rule may set a default for; "rule defaults" resets these.
+RULE_DEFAULT_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "batch_size",
+                       "epochs")
+
+DEFAULT_EXPANSION_CHOICES = (1, 2, 4, 8, 16)
+
+
+def plain_message(error: BaseException) -> str:
+    """An exception's message in plain words for the status line (no traceback,
+    no ``RunConfig.`` prefix, first line only)."""
+    text = str(error).strip() or type(error).__name__
+    text = text.replace("RunConfig.", "").replace("RunConfig has", "the settings have")
+    first = text.splitlines()[0]
+    return first[0].upper() + first[1:] if first else first
+
+
+def _users(attribute: str) -> str:
+    return ", ".join(name for name, cls in RULES.items() if getattr(cls, attribute))
+
+
+def disabled_reasons(config: RunConfig) -> dict[str, str | None]:
+    """For each rule-dependent control, why it is disabled (None when it applies)."""
+    rule = RULES[config.rule]
+    no_feedback = {"none": "it has no feedback weights",
+                   "direct": "its feedback goes straight from the output error to each layer",
+                   "layer": "its feedback is not a fixed random draw"}.get(
+                       rule.feedback_kind, "it does not use this setting")
+    reasons: dict[str, str | None] = {}
+    reasons["init_angle"] = None if rule.uses_init_angle else (
+        f"Not used by {rule.name}: {no_feedback}. Rules with an initial angle: "
+        f"{_users('uses_init_angle') or 'none'}.")
+    reasons["feedback_sparsity"] = None if rule.uses_feedback_sparsity else (
+        f"Not used by {rule.name}: {no_feedback}. Rules with sparse feedback: "
+        f"{_users('uses_feedback_sparsity') or 'none'}.")
+    reasons["expansion_ratio"] = None if rule.uses_expansion_ratio else (
+        f"Not used by {rule.name}: only the product feedback rules have an expansion "
+        f"ratio ({_users('uses_expansion_ratio') or 'none installed'}).")
+    supported = [m for m in MODELS if m in rule.models]
+    reasons["model"] = None if len(supported) > 1 else (
+        f"{rule.name} trains only the {supported[0].upper()}.")
+    return reasons
+
+
+def expansion_choices(config: RunConfig) -> list[tuple[str, int | None]]:
+    """Dropdown options for the PFA expansion ratio: the rule default, then values."""
+    rule = RULES[config.rule]
+    values = list(rule.expansion_ratios or DEFAULT_EXPANSION_CHOICES)
+    if config.expansion_ratio is not None and config.expansion_ratio not in values:
+        values.append(config.expansion_ratio)
+    default = rule.defaults.get("expansion_ratio")
+    label = "rule default" + (f" ({default})" if default is not None else "")
+    return [(label, None)] + [(str(v), v) for v in sorted(values)]
+
+
+def model_choices(config: RunConfig) -> list[str]:
+    return [m for m in MODELS if m in RULES[config.rule].models]
+
+
+def dataset_available(spec: Any) -> bool:
+    """Whether a dataset can be loaded now (downloadable sets only once cached).
+
+    Uses the spec's ``available`` flag (a property or method) when the data
+    module offers one; a set that never downloads is always available.
+    """
+    if not getattr(spec, "downloads", False):
+        return True
+    flag = getattr(spec, "available", None)
+    if callable(flag):
+        try:
+            flag = flag()
+        except Exception:  # noqa: BLE001 - a broken check means "not available"
+            return False
+    return bool(flag) if flag is not None else False
+
+
+def dataset_choices(config: RunConfig) -> list[tuple[str, str]]:
+    """Dataset options: every set that can be loaded now, plus the configured one
+    (e.g. from a shared link) even when it still has to be downloaded."""
+    options = []
+    for name, spec in DATASETS.items():
+        if dataset_available(spec):
+            options.append((name, name))
+        elif name == config.dataset:
+            options.append((f"{name} (not downloaded yet)", name))
+    return options
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """``auto`` (saying what it picks), ``cpu``, and ``cuda`` only when present."""
+    has_cuda = torch.cuda.is_available()
+    options = [(f"auto ({'cuda' if has_cuda else 'cpu'})", "auto"), ("cpu", "cpu")]
+    if has_cuda:
+        options.append((f"cuda ({torch.cuda.get_device_name(0)})", "cuda"))
+    return options
+
+
+def change_config(config: RunConfig, **changes: Any) -> tuple[RunConfig, str]:
+    """Apply control changes to a config.
+
+    Returns ``(new_config, note)``. Switching rule clears the settings the new
+    rule does not use (and says so in ``note``) rather than refusing. Any other
+    impossible combination raises ``ValueError`` with the config's own message,
+    so the caller can keep the old config and show why.
+    """
+    notes = []
+    if "rule" in changes and changes["rule"] != config.rule:
+        if changes["rule"] not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}; got {changes['rule']!r}")
+        rule = RULES[changes["rule"]]
+        if config.init_angle is not None and not rule.uses_init_angle:
+            changes.setdefault("init_angle", None)
+            notes.append("initial angle")
+        if config.feedback_sparsity > 0 and not rule.uses_feedback_sparsity:
+            changes.setdefault("feedback_sparsity", 0.0)
+            notes.append("feedback sparsity")
+        if config.expansion_ratio is not None and (
+                not rule.uses_expansion_ratio or (rule.expansion_ratios is not None and
+                                                  config.expansion_ratio
+                                                  not in rule.expansion_ratios)):
+            changes.setdefault("expansion_ratio", None)
+            notes.append("expansion ratio")
+        if config.model not in rule.models:
+            changes.setdefault("model", rule.models[0])
+            notes.append(f"model (now {rule.models[0]})")
+        kept = {k: v for k, v in config.rule_options.items() if k in rule.options}
+        if kept != config.rule_options:
+            changes.setdefault("rule_options", kept)
+            notes.append("rule options")
+    new = config.replace(**changes)
+    note = (f"{new.rule} does not use the {', '.join(notes)}: reset." if notes else "")
+    return new, note
+
+
+def config_from_query(query: str | None) -> tuple[RunConfig, str]:
+    """The config a page link asks for, and a message when the link is bad.
+
+    Voilà's own keys (``theme``, ``template``) are ignored. A bad link gives the
+    default config and a message naming what is wrong; it never raises.
+    """
+    if not query:
+        return RunConfig(), ""
+    pairs = urllib.parse.parse_qsl(query.lstrip("?"), keep_blank_values=True)
+    kept = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in VOILA_QUERY_KEYS])
+    try:
+        return RunConfig.from_query(kept), ""
+    except ValueError as exc:
+        return RunConfig(), (f"This link's settings cannot be used ({plain_message(exc)}); "
+                             "starting from the defaults.")
+
+
+def format_value(value: Any) -> str:
+    """A config value as a short legend label."""
+    if value is None:
+        return "default"
+    if isinstance(value, (list, tuple)):
+        return "×".join(str(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={format_value(v)}" for k, v in sorted(value.items())) or "{}"
+    return str(value)
+
+
+def difference_labels(configs: list[RunConfig]) -> list[str]:
+    """One legend label per config naming only the settings that differ between
+    them (after filling in rule defaults), e.g. ``rule=fa, lr=0.01``."""
+    if not configs:
+        return []
+    dicts = [c.resolve().to_dict() for c in configs]
+    differing = [name for name in dicts[0]
+                 if name not in UNCOMPARED_FIELDS
+                 and any(d[name] != dicts[0][name] for d in dicts[1:])]
+    labels = []
+    for index, d in enumerate(dicts, start=1):
+        parts = [f"{name}={format_value(d[name])}" for name in differing]
+        labels.append(", ".join(parts) if parts else f"run {index}")
+    return labels

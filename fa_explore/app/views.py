@@ -1,0 +1,417 @@
+"""Pure figure builders: data in, plotly ``go.Figure`` out.
+
+No widgets and no training here, so notebooks reuse every view and the
+dashboard redraws in place: each builder returns the same number and order of
+traces whatever its data (missing or NaN columns give empty traces), and sets
+``uirevision`` so a user's zoom survives updates.
+
+Encodings shared by all views: colour tells runs apart in the curves (the live
+run dark blue, pinned runs faint and coloured) and layers apart in the
+alignment plot; a dotted line is training data, a solid one test data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from ..analysis.landscape import DecisionGrid, LossSurface, TrajectoryPCA
+from ..rules.base import angle_between
+
+TEMPLATE = "plotly_white"
+HEIGHT = 330
+FONT = dict(family="Inter, 'Helvetica Neue', Arial, sans-serif", size=12, color="#2a3f5f")
+LIVE_COLOR = "#1f4e99"
+SPLIT_DASH = {"train": "dot", "test": "solid"}
+# Tableau 10 without its blue (the live run's), for pinned runs and classes.
+PINNED_COLORS = ("#e45756", "#54a24b", "#b279a2", "#f58518", "#72b7b2", "#9d755d",
+                 "#ff9da6", "#bab0ac")
+PINNED_OPACITY = 0.45
+PINNED_DASHES = ("dash", "dashdot", "longdash", "dot", "longdashdot")
+# Playground's orange and blue for two classes; Tableau 10 beyond.
+TWO_CLASS_COLORS = ("#f59322", "#0877bd")
+CLASS_COLORS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b",
+                "#b279a2", "#ff9da6", "#9d755d", "#bab0ac")
+NOTE_STYLE = dict(showarrow=False, font=dict(size=13, color="#6b7280"), align="center")
+
+NO_WEIGHT_ANGLE_NOTE = ("No weight angle for this rule: it has no feedback matrix<br>"
+                        "standing in for W (the error goes straight to each layer,<br>"
+                        "or the gradient is estimated forward).")
+
+
+@dataclass
+class PinnedRun:
+    """A finished run kept for comparison: its legend label (what differs from the
+    others) and its history."""
+
+    label: str
+    history: pd.DataFrame
+
+
+# ------------------------------------------------------------------ helpers
+def _numpy(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        values = values.double() if values.is_floating_point() else values
+        return values.numpy()
+    return np.asarray(values)
+
+
+def _series(history: pd.DataFrame | None, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of ``column`` where the value is finite (empty when the
+    history or the column is missing)."""
+    if history is None or len(history) == 0 or column not in history or "step" not in history:
+        return np.empty(0), np.empty(0)
+    x = pd.to_numeric(history["step"], errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(history[column], errors="coerce").to_numpy(dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
+
+
+def _style(fig: go.Figure, title: str, uirevision: str, height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE, height=height, font=FONT, uirevision=uirevision,
+        title=dict(text=title, x=0.01, xanchor="left", y=0.97, yanchor="top",
+                   font=dict(size=15)),
+        margin=dict(l=60, r=20, t=62, b=48),
+        legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom",
+                    font=dict(size=11), bgcolor="rgba(255,255,255,0)"),
+        hovermode="closest",
+    )
+    for annotation in fig.layout.annotations:  # subplot titles: smaller than the title
+        annotation.font = dict(size=13, color="#2a3f5f")
+    return fig
+
+
+def _note(fig: go.Figure, text: str, xref: str = "x domain", yref: str = "y domain") -> None:
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref=xref, yref=yref, **NOTE_STYLE)
+
+
+def _check_pinned(pinned: Sequence[PinnedRun]) -> list[PinnedRun]:
+    pinned = list(pinned or ())
+    for entry in pinned:
+        if not isinstance(entry, PinnedRun):
+            raise ValueError(f"pinned must hold PinnedRun entries; got {type(entry).__name__}")
+    return pinned
+
+
+def layer_colors(n_layers: int) -> list[str]:
+    """One colour per layer, from early (purple) to late (green) along Viridis."""
+    if n_layers == 1:
+        return [sample_colorscale("Viridis", [0.0])[0]]
+    return sample_colorscale("Viridis", [0.8 * k / (n_layers - 1) for k in range(n_layers)])
+
+
+# ------------------------------------------------------------------- curves
+CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
+
+
+def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = (),
+                  *, uirevision: str = "fx-curves") -> go.Figure:
+    """Loss and accuracy (train dotted, test solid) over training steps.
+
+    Traces: the live run's ``train_loss, test_loss, train_acc, test_acc``, then
+    the same four per pinned run, faint and labelled by ``PinnedRun.label``.
+    """
+    pinned = _check_pinned(pinned)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (cross-entropy)", "Accuracy"),
+                        horizontal_spacing=0.1)
+    runs = [("live", history, LIVE_COLOR, 1.0)] + [
+        (p.label, p.history, PINNED_COLORS[k % len(PINNED_COLORS)], PINNED_OPACITY)
+        for k, p in enumerate(pinned)]
+    for index, (label, frame, color, opacity) in enumerate(runs):
+        live = index == 0
+        for column in CURVE_COLUMNS:
+            split, metric = column.split("_")
+            x, y = _series(frame, column)
+            value = "%{y:.1%}" if metric == "acc" else "%{y:.3f}"
+            fig.add_trace(go.Scatter(
+                x=x, y=y, mode="lines", meta=column,
+                name=split if live else label,
+                legendgroup=split if live else f"pinned-{index}",
+                # One legend entry per live split and per pinned run.
+                showlegend=metric == "loss" and (live or split == "test"),
+                opacity=opacity,
+                line=dict(color=color, dash=SPLIT_DASH[split], width=2.2 if live else 1.6),
+                hovertemplate=f"{split} {'accuracy' if metric == 'acc' else 'loss'} "
+                              f"{value}<br>step %{{x}}<extra>{label}</extra>"),
+                row=1, col=1 if metric == "loss" else 2)
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    return _style(fig, "Training curves", uirevision)
+
+
+# ---------------------------------------------------------------- alignment
+def alignment_figure(history: pd.DataFrame | None, n_layers: int,
+                     pinned: Sequence[PinnedRun] = (), *,
+                     uirevision: str = "fx-alignment") -> go.Figure:
+    """Per-layer weight angle ∠(W, B) and gradient angle ∠(rule's update, true
+    gradient), in degrees over training steps.
+
+    Traces: ``weight_angle/1..L`` then ``grad_angle/1..L`` for the live run, then
+    the same per pinned run (faint, dashed). NaN columns give empty traces; when
+    every weight angle is NaN a note says the rule has no feedback matrix.
+    """
+    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be an integer >= 1; got {n_layers!r}")
+    pinned = _check_pinned(pinned)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "Weight angle ∠(W, B)", "Gradient angle ∠(update, true gradient)"))
+    colors = layer_colors(n_layers)
+    runs = [("live", history)] + [(p.label, p.history) for p in pinned]
+    for index, (label, frame) in enumerate(runs):
+        live = index == 0
+        for col, kind in ((1, "weight_angle"), (2, "grad_angle")):
+            for layer in range(1, n_layers + 1):
+                column = f"{kind}/{layer}"
+                x, y = _series(frame, column)
+                fig.add_trace(go.Scatter(
+                    x=x, y=y, mode="lines", meta=column,
+                    name=f"layer {layer}" if live else label,
+                    legendgroup=f"layer-{layer}" if live else f"pinned-{index}",
+                    showlegend=col == 1 and (live or layer == n_layers),
+                    opacity=1.0 if live else PINNED_OPACITY,
+                    line=dict(color=colors[layer - 1], width=2.2 if live else 1.6,
+                              dash="solid" if live else
+                              PINNED_DASHES[(index - 1) % len(PINNED_DASHES)]),
+                    hovertemplate=f"layer {layer}: %{{y:.1f}}°<br>step %{{x}}"
+                                  f"<extra>{label}</extra>"),
+                    row=1, col=col)
+    for col in (1, 2):
+        # 90° is what two unrelated random directions give: no alignment.
+        fig.add_hline(y=90, line=dict(color="#9ca3af", width=1, dash="dot"), row=1, col=col)
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_yaxes(range=[0, 180], tickvals=[0, 45, 90, 135, 180], ticksuffix="°")
+    fig.update_yaxes(title_text="angle", row=1, col=1)
+    _style(fig, "Alignment per layer", uirevision)
+    has_rows = history is not None and len(history) > 0
+    if has_rows and not any(len(_series(history, f"weight_angle/{layer}")[1])
+                            for layer in range(1, n_layers + 1)):
+        _note(fig, NO_WEIGHT_ANGLE_NOTE)
+    return fig
+
+
+# ---------------------------------------------------------------- landscape
+def _nice_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 values between ``low`` and ``high`` (for a log-scaled colour bar)."""
+    ticks = []
+    for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10.0 ** exponent
+            if low <= value <= high:
+                ticks.append(value)
+    return ticks or [low, high]
+
+
+def landscape_figure(surface: LossSurface | None, pca: TrajectoryPCA | None, *,
+                     uirevision: str = "fx-landscape") -> go.Figure:
+    """Loss contour on the trajectory's PCA plane with the trajectory over it.
+
+    Traces: loss contour, trajectory, start, end (empty when their data is
+    missing). The colour scale is logarithmic in the loss, so both the valley
+    and the far walls stay readable.
+    """
+    fig = go.Figure()
+    contour = go.Contour(x=[], y=[], z=[], showscale=False, hoverinfo="skip",
+                         name="loss", colorscale="Viridis")
+    if surface is not None:
+        loss = np.asarray(surface.loss, dtype=float)
+        finite = loss[np.isfinite(loss)]
+        if finite.size:
+            floor = max(float(finite.min()), 1e-6)
+            loss = np.clip(loss, floor, None)
+            top = float(np.nanmax(np.where(np.isfinite(loss), loss, np.nan)))
+            ticks = _nice_ticks(floor, max(top, floor * 1.0001))
+            contour = go.Contour(
+                x=_numpy(surface.xs), y=_numpy(surface.ys), z=np.log10(loss), customdata=loss,
+                name="loss", colorscale="Viridis", ncontours=22,
+                contours=dict(coloring="heatmap", showlines=True),
+                line=dict(width=0.5, color="rgba(255,255,255,0.35)"),
+                colorbar=dict(title=dict(text="loss", side="right"), thickness=12,
+                              tickvals=np.log10(ticks), ticktext=[f"{t:g}" for t in ticks]),
+                hovertemplate="loss %{customdata:.3f}<br>(%{x:.3g}, %{y:.3g})<extra></extra>")
+    fig.add_trace(contour)
+
+    path_x = path_y = np.empty(0)
+    labels: np.ndarray = np.empty(0)
+    word = "point"
+    if pca is not None and pca.n_points:
+        path_x, path_y = pca.coords[:, 0], pca.coords[:, 1]
+        word = "step" if pca.steps is not None else "point"
+        labels = np.asarray(pca.steps) if pca.steps is not None else np.arange(pca.n_points)
+    common = dict(hovertemplate=f"{word} %{{customdata}}<extra>%{{fullData.name}}</extra>")
+    fig.add_trace(go.Scatter(
+        x=path_x, y=path_y, customdata=labels, mode="lines+markers", name="trajectory",
+        line=dict(color="white", width=2),
+        marker=dict(size=5, color="white", line=dict(color="#1f2937", width=1)), **common))
+    fig.add_trace(go.Scatter(
+        x=path_x[:1], y=path_y[:1], customdata=labels[:1], mode="markers", name="start",
+        marker=dict(size=12, color="#f58518", symbol="circle",
+                    line=dict(color="white", width=1.5)), **common))
+    fig.add_trace(go.Scatter(
+        x=path_x[-1:], y=path_y[-1:], customdata=labels[-1:], mode="markers", name="end",
+        marker=dict(size=16, color="#e45756", symbol="star",
+                    line=dict(color="white", width=1.5)), **common))
+
+    if pca is not None:
+        ratios = pca.explained_variance_ratio
+        fig.update_xaxes(title_text=f"PC 1 ({ratios[0]:.0%} of the movement)")
+        fig.update_yaxes(title_text=f"PC 2 ({ratios[1]:.0%})")
+    else:
+        fig.update_xaxes(title_text="PC 1")
+        fig.update_yaxes(title_text="PC 2")
+    fig.update_xaxes(showgrid=False, zeroline=False)
+    fig.update_yaxes(showgrid=False, zeroline=False)
+    _style(fig, "Loss landscape along the trajectory", uirevision)
+    if surface is None and pca is None:
+        _note(fig, "The loss landscape appears after a few training steps: the path of<br>"
+                   "the weights on its two main directions, over the loss on that plane.")
+    return fig
+
+
+# ----------------------------------------------------------------- boundary
+def class_palette(n_classes: int) -> list[str]:
+    base = TWO_CLASS_COLORS if n_classes <= 2 else CLASS_COLORS
+    return [base[k % len(base)] for k in range(n_classes)]
+
+
+def _tint(color: str, amount: float) -> str:
+    """``color`` mixed with white (``amount`` = 1 is white)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    mix = [round(c + (255 - c) * amount) for c in (r, g, b)]
+    return f"rgb({mix[0]},{mix[1]},{mix[2]})"
+
+
+def _region_colorscale(colors: list[str]) -> list[tuple[float, str]]:
+    """Class k owns the band [k/K, (k+1)/K]: pale where the model is unsure,
+    deeper where it is confident (no blending between classes)."""
+    n = len(colors)
+    scale = []
+    for k, color in enumerate(colors):
+        scale += [(k / n, _tint(color, 0.92)), ((k + 1) / n, _tint(color, 0.45))]
+    return scale
+
+
+def boundary_figure(grid: DecisionGrid | None, x2d, y, class_names: Sequence[str] | None,
+                    *, max_points: int = 2000,
+                    uirevision: str = "fx-boundary") -> go.Figure:
+    """Playground-style decision regions of a 2-D model with the data over them.
+
+    Traces: the regions (a heatmap: colour = predicted class, depth =
+    confidence), then one scatter per class. ``x2d``/``y`` may be None (regions
+    only); up to ``max_points`` points are drawn (a seeded subsample).
+    """
+    points = None if x2d is None else _numpy(x2d).astype(float)
+    labels = None if y is None else _numpy(y).astype(int)
+    if points is not None and (points.ndim != 2 or points.shape[1] != 2):
+        raise ValueError(f"x2d must have shape (n, 2); got {points.shape}")
+    if points is not None and (labels is None or len(labels) != len(points)):
+        raise ValueError("y must give one class label per row of x2d")
+    if class_names is not None:
+        n_classes = len(class_names)
+    elif grid is not None:
+        n_classes = grid.probs.shape[-1]
+    elif labels is not None and len(labels):
+        n_classes = int(labels.max()) + 1
+    else:
+        n_classes = 0
+    names = list(class_names or [])[:n_classes]
+    names += [f"class {k}" for k in range(len(names), n_classes)]
+    colors = class_palette(n_classes)
+
+    fig = go.Figure()
+    if grid is not None and n_classes:
+        probs = np.asarray(grid.probs, dtype=float)
+        winner = probs.argmax(-1)
+        confidence = probs.max(-1)
+        # 1/K is a coin toss among K classes: the palest shade.
+        certainty = np.clip((confidence - 1 / n_classes) / (1 - 1 / n_classes), 0, 1)
+        z = (winner + 0.001 + 0.998 * certainty) / n_classes
+        fig.add_trace(go.Heatmap(x=_numpy(grid.xs), y=_numpy(grid.ys), z=z, zmin=0, zmax=1,
+                                 colorscale=_region_colorscale(colors), showscale=False,
+                                 hoverinfo="skip", name="decision regions"))
+    else:
+        fig.add_trace(go.Heatmap(x=[], y=[], z=[], showscale=False, hoverinfo="skip",
+                                 name="decision regions"))
+    if points is not None and len(points) > max_points:
+        keep = np.sort(np.random.default_rng(0).choice(len(points), max_points, replace=False))
+        points, labels = points[keep], labels[keep]
+    for k in range(n_classes):
+        mine = points[labels == k] if points is not None else np.empty((0, 2))
+        fig.add_trace(go.Scatter(
+            x=mine[:, 0], y=mine[:, 1], mode="markers", name=names[k],
+            marker=dict(size=6, color=colors[k], line=dict(color="white", width=0.8)),
+            hovertemplate=f"{names[k]}<br>(%{{x:.2f}}, %{{y:.2f}})<extra></extra>"))
+
+    fig.update_xaxes(title_text="x₁", zeroline=False, showgrid=False)
+    fig.update_yaxes(title_text="x₂", zeroline=False, showgrid=False,
+                     scaleanchor="x", scaleratio=1)
+    if grid is not None:
+        fig.update_xaxes(range=[float(grid.xs[0]), float(grid.xs[-1])])
+        fig.update_yaxes(range=[float(grid.ys[0]), float(grid.ys[-1])])
+    _style(fig, "Decision regions", uirevision)
+    if grid is None and points is None:
+        _note(fig, "Decision regions are drawn for the 2-D datasets:<br>"
+                   "pick one under “dataset”.")
+    return fig
+
+
+# ------------------------------------------------------------------ weights
+def weights_figure(weight: np.ndarray | torch.Tensor | None,
+                   feedback: np.ndarray | torch.Tensor | None, layer: int,
+                   max_points: int = 5000, *, uirevision: str | None = None) -> go.Figure:
+    """Each forward weight against the feedback weight that stands in for it
+    (a seeded subsample of ``max_points``), with the line y = x.
+
+    Points along a line through the origin mean aligned feedback; a round
+    cloud means none. ``layer`` is 1-based, as in the history columns. Traces:
+    the weights, the y = x line.
+    """
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+        raise ValueError(f"layer must be an integer >= 1 (1-based); got {layer!r}")
+    w = None if weight is None else _numpy(weight).astype(float)
+    b = None if feedback is None else _numpy(feedback).astype(float)
+    if w is not None and b is not None and w.shape != b.shape:
+        raise ValueError(f"feedback must have the weight's shape {w.shape}; got {b.shape}")
+    title = f"Layer {layer}: feedback vs forward weights"
+    xs = ys = np.empty(0)
+    line = np.empty(0)
+    if w is not None and b is not None:
+        angle = angle_between(torch.as_tensor(w), torch.as_tensor(b))
+        title += f" · angle {angle:.1f}°" if math.isfinite(angle) else ""
+        xs, ys = w.ravel(), b.ravel()
+        if xs.size > max_points:
+            keep = np.sort(np.random.default_rng(0).choice(xs.size, max_points, replace=False))
+            xs, ys = xs[keep], ys[keep]
+        if xs.size:
+            # Where both axes overlap, so the reference line never stretches them.
+            low, high = max(xs.min(), ys.min()), min(xs.max(), ys.max())
+            line = np.array([low, high]) if low < high else np.empty(0)
+    fig = go.Figure([
+        go.Scatter(x=xs, y=ys, mode="markers", name="weights",
+                   marker=dict(size=4, color=LIVE_COLOR, opacity=0.35),
+                   hovertemplate="W %{x:.3f}<br>B %{y:.3f}<extra></extra>"),
+        go.Scatter(x=line, y=line, mode="lines", name="y = x", hoverinfo="skip",
+                   line=dict(color="#e45756", width=1.5, dash="dash")),
+    ])
+    fig.update_xaxes(title_text="forward weight W", zeroline=True, zerolinecolor="#d1d5db")
+    fig.update_yaxes(title_text="feedback weight B", zeroline=True, zerolinecolor="#d1d5db")
+    _style(fig, title, uirevision or f"fx-weights-{layer}")
+    fig.update_layout(showlegend=False)
+    if w is None:
+        _note(fig, "Train a model to compare its forward and feedback weights.")
+    elif b is None:
+        _note(fig, "Layer 1 has no feedback matrix: no error is sent back into the input."
+              if layer == 1 else
+              f"Layer {layer} has no feedback matrix standing in for W:<br>this rule sends "
+              "the error straight to each layer,<br>or estimates the gradient forward.")
+    return fig

@@ -1,0 +1,36 @@
+"""Batchwise random-magnitude sign-concordant feedback (brSF)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import init_weight_
+from .frsf import FRSF
+
+
+class BRSF(FRSF):
+    """Feedback ``B_l = |M_l(t)| ⊙ sign(W_l)`` with ``M_l(t)`` redrawn (Xavier) from the
+    rule's generator at every step (Liao, Leibo & Poggio 2016, batchwise
+    random-magnitude sign-concordant feedback).
+
+    Each step uses the ``M`` drawn at the end of the previous one (or at init) and
+    then draws the next, so ``effective_feedback`` is always the matrix the next
+    backward will use, and ``M`` lives in buffers that ``probe_grads`` and
+    save/load restore.
+    """
+
+    name = "brsf"
+    description = ("Sign symmetry with random magnitudes redrawn every batch: errors "
+                   "travel back through |M(t)|·sign(W).")
+    paper = "Liao, Leibo & Poggio 2016, AAAI (batchwise random-magnitude sign-concordant feedback)"
+
+    def compute_grads(self, model, x, y):
+        loss = super().compute_grads(model, x, y)
+        with torch.no_grad():
+            for l in range(1, model.n_layers):
+                init_weight_(getattr(self, f"M{l}"), self.generator)
+        return loss
+
+    def conservation_potential(self, model, layer):
+        # The magnitudes change every step: no exact conserved quantity.
+        return None

@@ -1,0 +1,46 @@
+"""Fixed random-magnitude sign-concordant feedback (frSF)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models import init_weight_
+from .base import LayerFeedbackRule, outgoing_weights
+
+
+class FRSF(LayerFeedbackRule):
+    """Feedback ``B_l = |M_l| ⊙ sign(W_l)``: the forward weights' current signs with
+    fixed random magnitudes ``|M_l|``, ``M_l`` drawn once like ``W_l`` (Xavier)
+    (Liao, Leibo & Poggio 2016, fixed random-magnitude sign-concordant feedback).
+
+    ``M_l`` is stored as buffer ``M{l}``; every metric sees the effective ``B_l``
+    above, never ``|M_l|`` alone (BioTorch measures the angle of ``|M|`` and so
+    reports a wrong one). With ``feedback_sparsity`` a fixed mask ``B{l}_mask``
+    multiplies ``B_l`` at every use.
+    """
+
+    name = "frsf"
+    description = ("Sign symmetry with fixed random magnitudes: errors travel back "
+                   "through |M|·sign(W), M drawn once.")
+    paper = "Liao, Leibo & Poggio 2016, AAAI (fixed random-magnitude sign-concordant feedback)"
+    uses_feedback_sparsity = True
+
+    def __init__(self, model, cfg, generator=None):
+        super().__init__(model, cfg, generator)
+        for l in range(1, model.n_layers):
+            weight = model.layers[l].weight
+            self.register_buffer(f"M{l}", init_weight_(torch.empty_like(weight.detach()),
+                                                       self.generator))
+            self.register_buffer(f"B{l}_mask", self.make_mask(weight))
+
+    def feedback_matrix(self, model, layer):
+        signs = torch.sign(model.layers[layer].weight.detach())
+        return self.masked(getattr(self, f"M{layer}").abs() * signs,
+                           getattr(self, f"B{layer}_mask"))
+
+    def conservation_potential(self, model, layer):
+        # b_i = m_i ⊙ |M_i| ⊙ sign(v_i) with fixed magnitudes, so ⟨b_i, dv_i⟩ =
+        # d Σ_j m_ij |M_ij| |v_ij| = d⟨b_i, v_i⟩: the FA law with b_i following v_i's signs.
+        feedback = self.feedback_matrix(model, layer + 1)
+        return (outgoing_weights(model, layer, feedback)
+                * outgoing_weights(model, layer)).sum(1)

@@ -1,0 +1,99 @@
+"""Weight mirrors: feedback weights learned from the forward weights' response to noise."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import StoredLayerFeedback, feedback_call, layer_forward, weight_grads
+
+
+def _option(cfg, name: str, check, allowed: str):
+    value = cfg.rule_option(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not check(value):
+        raise ValueError(f"RunConfig.rule_options[{name!r}] must be {allowed} for rule "
+                         f"'wm'; got {value!r}")
+    return value
+
+
+class WM(StoredLayerFeedback):
+    """Feedback ``B_l`` (buffers ``B1``, ``B2`` …) learned by a mirror phase
+    (Akrout et al. 2019, "Deep learning without weight transport").
+
+    After every ``mirror_every``-th learning step, each layer ``l ≥ 1`` is driven
+    by noise ``ξ ~ N(0, σ² I)`` (``mirror_batch`` × the layer's input), responds
+    with ``r = ξ W_lᵀ``, and its feedback learns from the input-output correlation:
+    ``B_l ← B_l + η_B · mean_batch(rᵀ ξ) − λ_B · B_l``. Since
+    ``E[rᵀ ξ] / batch = σ² W_l``, ``B_l`` tends to ``(η_B σ² / λ_B) W_l`` (exactly
+    ``W_l`` with the defaults, where ``η_B σ² = λ_B``).
+
+    Convolutions: ``rᵀ ξ`` becomes the weight gradient of the convolution (a sum
+    over positions); each kernel tap is divided by the number of positions where
+    it meets the input (fewer at padded borders), which keeps the estimate at
+    exactly ``σ² W_l``. ``init_angle`` sets the initial ``B_l``; with
+    ``feedback_sparsity`` a fixed mask multiplies ``B_l`` at every use.
+    """
+
+    name = "wm"
+    description = ("Weight mirror: feedback weights learn to mirror the forward weights "
+                   "from the layer's response to injected noise.")
+    paper = "Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019, NeurIPS"
+    options = {"sigma": 1.0, "eta_b": 0.02, "lambda_b": 0.02, "mirror_every": 1,
+               "mirror_batch": 64}
+    uses_init_angle = True
+    uses_feedback_sparsity = True
+
+    def __init__(self, model, cfg, generator=None):
+        super().__init__(model, cfg, generator)
+        self.sigma = float(_option(cfg, "sigma", lambda v: v > 0, "a number > 0"))
+        self.eta_b = float(_option(cfg, "eta_b", lambda v: v >= 0, "a number >= 0"))
+        self.lambda_b = float(_option(cfg, "lambda_b", lambda v: 0 <= v < 1,
+                                      "a number in [0, 1)"))
+        is_count = lambda v: float(v).is_integer() and v >= 1  # noqa: E731
+        self.mirror_every = int(_option(cfg, "mirror_every", is_count, "an integer >= 1"))
+        self.mirror_batch = int(_option(cfg, "mirror_batch", is_count, "an integer >= 1"))
+        # Learning steps taken so far: decides when the next mirror phase comes.
+        self.register_buffer("mirror_clock", torch.zeros((), dtype=torch.long))
+
+    def compute_grads(self, model, x, y):
+        input_shapes: dict[int, torch.Size] = {}
+        route = feedback_call([None] + [self.feedback_matrix(model, l)
+                                        for l in range(1, model.n_layers)])
+
+        def call(index, layer, h):
+            input_shapes[index] = h.shape[1:]  # the mirror's noise takes this shape
+            return route(index, layer, h)
+
+        loss = self.loss(model(x, call), y)
+        loss.backward()
+        # Mirror after the gradient is taken: this step used the B that
+        # effective_feedback showed, and the next one uses the mirrored B.
+        if int(self.mirror_clock) % self.mirror_every == 0:
+            self.mirror(model, input_shapes)
+        self.mirror_clock += 1
+        return loss.detach()
+
+    @torch.no_grad()
+    def mirror(self, model, input_shapes) -> None:
+        """One mirror phase on every layer with feedback; ``input_shapes[l]`` is the
+        shape of one input example of layer ``l``."""
+        for l in range(1, model.n_layers):
+            weight = model.layers[l].weight
+            noise = self.sigma * self.randn(self.mirror_batch, *input_shapes[l], like=weight)
+            self.mirror_layer(model, l, noise)
+
+    @torch.no_grad()
+    def mirror_layer(self, model, layer: int, noise: torch.Tensor) -> None:
+        """``B_l ← B_l + η_B · mean(rᵀ ξ) − λ_B · B_l`` with ``r = ξ W_lᵀ``, ``ξ = noise``."""
+        module = model.layers[layer]
+        response = layer_forward(module, noise, module.weight, None)
+        correlation, _ = weight_grads(module, response, noise, want_bias=False)
+        if isinstance(module, nn.Linear):
+            correlation = correlation / noise.shape[0]
+        else:
+            # Per tap, the number of (example, position) pairs that were summed.
+            positions, _ = weight_grads(module, torch.ones_like(response[:1]),
+                                        torch.ones_like(noise[:1]), want_bias=False)
+            correlation = correlation / (noise.shape[0] * positions)
+        feedback = self.stored_feedback(layer)
+        feedback.mul_(1.0 - self.lambda_b).add_(correlation, alpha=self.eta_b)

@@ -1,0 +1,238 @@
+"""Metrics against closed forms (shared/reference/learning_rules.md, Metrics).
+
+The conservation law (implicit_regularization seed, Thm 5.2): for a hidden ReLU
+neuron i with incoming weights-and-bias w_i, outgoing weights v_i and fixed
+feedback column b_i, FA's gradient flow keeps ½‖w_i‖² − ⟨b_i, v_i⟩ constant.
+In discrete time one SGD step changes ½‖w_i‖² by ⟨w_i, Δw_i⟩ + ½‖Δw_i‖²; the
+first term equals Δ⟨b_i, v_i⟩ exactly (homogeneity, σ'(a)·a = σ(a)), so the logged
+ratio differs from 1 only by Σ½‖Δw‖² / ΣΔ⟨b, v⟩ = O(lr).
+"""
+
+import functools
+import math
+
+import pytest
+import torch
+
+from fa_explore import RULES, Dataset, RunConfig, build, train
+from fa_explore.metrics import (ConservationTracker, gradient_angles, incoming_half_norms,
+                                layer_metrics, norm_ratio, true_grads, weight_angle)
+from fa_explore.rules.base import angle_between
+
+# The reference's setting: a 20-50-5 MLP, full-batch plain SGD, lr 1e-3.
+N_EXAMPLES, N_IN, N_HIDDEN, N_CLASSES = 200, 20, 50, 5
+
+
+def full_batch(dtype=torch.float64):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(N_EXAMPLES, N_IN, generator=generator, dtype=dtype)
+    y = torch.randint(0, N_CLASSES, (N_EXAMPLES,), generator=generator)
+    return x, y
+
+
+def build_double(rule, **fields):
+    cfg = RunConfig(rule=rule, hidden=fields.pop("hidden", (N_HIDDEN,)), **fields)
+    model, rule_module = build(cfg, input_shape=(N_IN,), n_classes=N_CLASSES, device="cpu")
+    return model.double(), rule_module.double()
+
+
+def has_conservation_law(name):
+    model, rule = build_double(name, hidden=(4,))
+    return rule.conservation_potential(model, 0) is not None
+
+
+@functools.lru_cache(maxsize=None)
+def sgd_conservation(rule_name, lr=1e-3, steps=300, momentum=0.0, weight_decay=0.0,
+                     activation="relu", feedback_sparsity=0.0):
+    """Full-batch SGD in float64; returns (logged ratio of layer 1, the same ratio
+    with the exact discrete-time term Σ½‖Δw‖² taken off its numerator)."""
+    model, rule = build_double(rule_name, activation=activation,
+                               feedback_sparsity=feedback_sparsity)
+    x, y = full_batch()
+    params = [*model.parameters(), *rule.parameters()]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    tracker = ConservationTracker(model, rule)
+    first = model.layers[0]
+    second_order = 0.0
+    for _ in range(steps):
+        before = [first.weight.detach().clone(), first.bias.detach().clone()]
+        optimizer.zero_grad(set_to_none=True)
+        rule.compute_grads(model, x, y)
+        optimizer.step()
+        second_order += 0.5 * sum((p.detach() - q).pow(2).sum().item()
+                                  for p, q in zip((first.weight, first.bias), before))
+    ratio = tracker.ratios(model, rule)[0]
+    if not tracker.start:
+        return ratio, math.nan
+    norms0, potential0 = tracker.start[0]
+    left = (incoming_half_norms(model, 0) - norms0).sum().item()
+    right = (rule.conservation_potential(model, 0).double() - potential0).sum().item()
+    return ratio, (left - second_order) / right
+
+
+# ------------------------------------------------------------------- angles
+def test_angle_between_closed_forms():
+    e1, e2 = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    assert angle_between(e1, e2) == pytest.approx(90.0, abs=1e-9)
+    assert angle_between(e1, -e1) == pytest.approx(180.0, abs=1e-6)
+    assert angle_between(e1, 7.5 * e1) == pytest.approx(0.0, abs=1e-6)
+    assert angle_between(e1, e1 + e2) == pytest.approx(45.0, abs=1e-9)
+    assert angle_between(e1, e1 + math.sqrt(3) * e2) == pytest.approx(60.0, abs=1e-6)
+    assert math.isnan(angle_between(e1, torch.zeros(3)))
+
+
+def test_angles_treat_matrices_as_flat_vectors():
+    w = torch.randn(6, 4, dtype=torch.float64)
+    other = torch.randn(6, 4, dtype=torch.float64)
+    # Remove w's component from `other`: orthogonal as vectors, not row by row.
+    other = other - (other * w).sum() / (w * w).sum() * w
+    assert weight_angle(w, other) == pytest.approx(90.0, abs=1e-9)
+    assert weight_angle(w, -2 * w) == pytest.approx(180.0, abs=1e-6)
+    assert weight_angle(w, 3 * w) == pytest.approx(0.0, abs=1e-6)
+    assert math.isnan(weight_angle(w, None))
+
+
+def test_norm_ratio_closed_forms():
+    w = torch.randn(5, 3)
+    assert norm_ratio(w, 2.5 * w) == pytest.approx(2.5, rel=1e-6)
+    assert norm_ratio(w, -w) == pytest.approx(1.0, rel=1e-6)
+    q, _ = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    assert norm_ratio(w.double(), q @ w.double()) == pytest.approx(1.0, rel=1e-12)
+    assert math.isnan(norm_ratio(w, None))
+    assert math.isnan(norm_ratio(torch.zeros(5, 3), w))
+
+
+# ---------------------------------------------------------- per-layer metrics
+def metrics_row(name, **fields):
+    model, rule = build_double(name, hidden=(16, 12), **fields)
+    x, y = full_batch()
+    return layer_metrics(model, rule, x[:64], y[:64], ConservationTracker(model, rule))
+
+
+def test_bp_feedback_is_the_weight_and_its_gradient_exact():
+    row = metrics_row("bp")
+    assert math.isnan(row["weight_angle/1"]) and math.isnan(row["norm_ratio/1"])
+    for layer in (1, 2, 3):
+        assert row[f"grad_angle/{layer}"] == pytest.approx(0.0, abs=1e-4)
+    for layer in (2, 3):
+        assert row[f"weight_angle/{layer}"] == pytest.approx(0.0, abs=1e-4)
+        assert row[f"norm_ratio/{layer}"] == pytest.approx(1.0, rel=1e-12)
+
+
+def test_fa_gradient_is_exact_only_at_the_output_layer():
+    row = metrics_row("fa")
+    assert row["grad_angle/3"] == pytest.approx(0.0, abs=1e-4)
+    # Random feedback: hidden layers' updates are far from the gradient at init.
+    assert row["grad_angle/1"] > 10 and row["grad_angle/2"] > 10
+    assert 60 < row["weight_angle/2"] < 120 and 60 < row["weight_angle/3"] < 120
+
+
+def test_fa_aligned_at_zero_degrees_is_bp():
+    """init_angle=0 (adaFA) makes B = W at init, so every update is the gradient."""
+    row = metrics_row("fa", init_angle=0.0)
+    for layer in (1, 2, 3):
+        assert row[f"grad_angle/{layer}"] == pytest.approx(0.0, abs=1e-3)
+    for layer in (2, 3):
+        assert row[f"weight_angle/{layer}"] == pytest.approx(0.0, abs=1e-3)
+        assert row[f"norm_ratio/{layer}"] == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("angle", [30.0, 90.0, 150.0])
+def test_fa_initial_angle_is_the_logged_weight_angle(angle):
+    row = metrics_row("fa", init_angle=angle)
+    for layer in (2, 3):
+        assert row[f"weight_angle/{layer}"] == pytest.approx(angle, abs=1e-3)
+        assert row[f"norm_ratio/{layer}"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_gradient_angle_compares_with_the_plain_forward_gradient():
+    model, rule = build_double("fa", hidden=(16, 12))
+    x, y = full_batch()
+    estimated = rule.probe_grads(model, x[:32], y[:32])
+    exact = true_grads(model, x[:32], y[:32])
+    expected = [angle_between(a, b) for a, b in zip(estimated, exact)]
+    assert gradient_angles(model, rule, x[:32], y[:32]) == pytest.approx(expected, abs=1e-9)
+    # true_grads is the autograd gradient of the mean cross-entropy of model(x).
+    loss = torch.nn.functional.cross_entropy(model(x[:32]), y[:32])
+    for layer, grad in zip(model.layers, exact):
+        (reference,) = torch.autograd.grad(loss, layer.weight, retain_graph=True)
+        torch.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", [n for n, c in RULES.items() if c.feedback_kind != "layer"])
+def test_rules_without_layer_feedback_log_no_weight_angle(name):
+    row = metrics_row(name)
+    for layer in (1, 2, 3):
+        assert math.isnan(row[f"weight_angle/{layer}"]) and math.isnan(row[f"norm_ratio/{layer}"])
+        # NaN only where the rule's update is exactly zero (DKP's feedback starts at 0).
+        angle = row[f"grad_angle/{layer}"]
+        assert math.isnan(angle) or 0 <= angle <= 180
+    if RULES[name].feedback_kind == "direct":  # the output layer gets δ_L = e exactly
+        assert row["grad_angle/3"] == pytest.approx(0.0, abs=1e-4)
+    else:
+        assert 0 <= row["grad_angle/3"] <= 180
+
+
+# --------------------------------------------------------- the conservation law
+def test_fa_conservation_is_exact_but_for_the_discrete_step():
+    ratio, corrected = sgd_conservation("fa")
+    assert corrected == pytest.approx(1.0, abs=1e-9)
+    # What is logged: 1 up to O(lr); about 3e-4 for this net and data at lr 1e-3.
+    assert ratio == pytest.approx(1.0, abs=5e-4)
+
+
+def test_fa_conservation_error_is_first_order_in_the_learning_rate():
+    """Same continuous time (lr x steps), half the step: half the deviation."""
+    ratio, _ = sgd_conservation("fa", lr=1e-3, steps=300)
+    half, corrected = sgd_conservation("fa", lr=5e-4, steps=600)
+    assert corrected == pytest.approx(1.0, abs=1e-9)
+    assert (half - 1) / (ratio - 1) == pytest.approx(0.5, abs=0.05)
+
+
+def test_bp_balancedness_holds_to_1e_4():
+    """Du et al. 2018: Δ½‖w_i‖² = Δ½‖v_i‖²; both sides carry a second-order term,
+    which nearly cancel, so BP meets the reference's 1.0000 ± 1e-4."""
+    ratio, _ = sgd_conservation("bp")
+    assert ratio == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", [n for n in RULES if n not in ("bp", "fa")
+                                  and has_conservation_law(n)])
+def test_every_declared_conservation_law_holds(name):
+    ratio, _ = sgd_conservation(name)
+    assert ratio == pytest.approx(1.0, abs=1e-3)
+
+
+def test_conservation_holds_with_leaky_relu_and_sparse_feedback():
+    assert sgd_conservation("fa", activation="leaky_relu")[0] == pytest.approx(1.0, abs=1e-3)
+    assert sgd_conservation("fa", feedback_sparsity=0.5)[0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_conservation_is_nan_for_tanh():
+    """tanh is not homogeneous: no law, nothing logged."""
+    ratio, _ = sgd_conservation("fa", activation="tanh", steps=5)
+    assert math.isnan(ratio)
+
+
+def test_momentum_and_weight_decay_break_the_law():
+    plain, _ = sgd_conservation("fa")
+    with_momentum, _ = sgd_conservation("fa", momentum=0.9)
+    assert abs(with_momentum - 1) > 10 * abs(plain - 1)
+    with_decay, _ = sgd_conservation("fa", weight_decay=1e-2, steps=100)
+    assert abs(with_decay - 1) > 0.1
+
+
+def test_training_logs_the_conservation_law():
+    """The same law through train(): custom full-batch data, plain SGD."""
+    x, y = full_batch(torch.float32)
+    data = Dataset("gaussian", x, y, x, y, (N_IN,), N_CLASSES)
+    cfg = RunConfig(rule="fa", hidden=(N_HIDDEN,), optimizer="sgd", lr=1e-3, momentum=0.0,
+                    weight_decay=0.0, batch_size=N_EXAMPLES, epochs=300, eval_every=300,
+                    eval_size=N_EXAMPLES)
+    history = train(cfg, data=data).history
+    assert history["step"].tolist() == [0, 300]
+    assert math.isnan(history["conservation/1"].iloc[0])  # nothing has moved yet
+    assert history["conservation/1"].iloc[-1] == pytest.approx(1.0, abs=5e-4)
+    assert history["conservation/2"].isna().all()  # the output layer has no law
+    tanh = train(cfg.replace(activation="tanh", epochs=3, eval_every=1), data=data).history
+    assert tanh["conservation/1"].isna().all()

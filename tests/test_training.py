@@ -1,0 +1,302 @@
+"""train_iter / train / Run: determinism, history, stopping, divergence, save/load."""
+
+import json
+import math
+import re
+
+import pandas as pd
+import pandas.testing as pdt
+import pytest
+import torch
+
+from fa_explore import RULES, Run, RunConfig, build, load_dataset, train, train_iter
+from fa_explore import training
+from fa_explore.training import Trajectory
+
+# 96 training examples, batch 16: 6 steps per epoch.
+TINY = dict(hidden=(12, 10), batch_size=16, eval_size=64)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", train_size=96, seed=0)
+
+
+def without_time(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns=["time"])  # wall-clock seconds differ between runs
+
+
+def layer_columns(n_layers: int) -> list[str]:
+    return [f"{metric}/{l}" for l in range(1, n_layers + 1)
+            for metric in ("weight_angle", "norm_ratio", "grad_angle", "conservation")]
+
+
+# --------------------------------------------------------------- determinism
+def test_same_config_gives_identical_history(digits):
+    cfg = RunConfig(rule="fa", epochs=2, eval_every=2, **TINY)
+    first, second = train(cfg, data=digits), train(cfg, data=digits)
+    pdt.assert_frame_equal(without_time(first.history), without_time(second.history))
+    for a, b in zip(first.model.parameters(), second.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_different_seed_gives_a_different_run(digits):
+    cfg = RunConfig(rule="fa", epochs=2, eval_every=2, **TINY)
+    first, other = train(cfg, data=digits), train(cfg.replace(seed=1), data=digits)
+    assert not first.history["train_loss"].equals(other.history["train_loss"])
+    assert not torch.equal(first.model.layers[0].weight, other.model.layers[0].weight)
+
+
+# ------------------------------------------------------------------- history
+def test_history_has_step_zero_and_every_column(digits):
+    run = train(RunConfig(rule="fa", epochs=1, eval_every=2, **TINY), data=digits)
+    history = run.history
+    assert history["step"].iloc[0] == 0 and history["epoch"].iloc[0] == 0
+    required = ["step", "epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
+    assert set(required + layer_columns(3)) <= set(history.columns)
+    assert not any(c.endswith("/4") for c in history.columns)  # exactly L = 3 layers
+    assert history[["train_acc", "test_acc"]].apply(lambda s: s.between(0, 1)).all().all()
+    assert run.status == "finished" and run.final["step"] == run.total_steps == 6
+
+
+@pytest.mark.parametrize("eval_every, steps", [(1, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+                                               (4, [0, 4, 8, 12]),
+                                               (5, [0, 5, 10, 12]),
+                                               (100, [0, 12])])
+def test_eval_every_sets_the_evaluated_steps(digits, eval_every, steps):
+    run = train(RunConfig(rule="bp", epochs=2, eval_every=eval_every, **TINY), data=digits)
+    assert run.history["step"].tolist() == steps  # the last step is always evaluated
+    assert run.history["epoch"].tolist() == [s / 6 for s in steps]
+
+
+def test_default_eval_every_is_recorded_in_the_config(digits):
+    run = train(RunConfig(rule="bp", epochs=1, **TINY), data=digits)
+    assert run.config.eval_every == 1  # max(1, 6 steps // 50)
+    assert len(run.history) == 7
+
+
+# ------------------------------------------------------------------ stopping
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_breaking_out_stops_the_run_between_steps(digits, k):
+    cfg = RunConfig(rule="fa", epochs=2, eval_every=1, **TINY)
+    for count, snapshot in enumerate(train_iter(cfg, data=digits), start=1):
+        run = snapshot.run
+        assert snapshot.status == "running"
+        if count == k:
+            break
+    # The loop's generator is gone: closing it marked the run stopped.
+    assert run.status == "stopped"
+    assert run.history["step"].tolist() == list(range(k))
+
+
+def test_close_stops_the_run(digits):
+    stream = train_iter(RunConfig(rule="bp", epochs=2, eval_every=3, **TINY), data=digits)
+    first, second = next(stream), next(stream)
+    assert (first.step, second.step) == (0, 3) and second.total_steps == 12
+    stream.close()
+    assert second.run.status == "stopped" and "stopped" in second.run.message
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_stopped_run_holds_the_weights_of_its_last_step(digits):
+    """Stopping after step k leaves the model as a run of exactly k steps leaves it."""
+    cfg = RunConfig(rule="fa", epochs=2, eval_every=1, **TINY)
+    for snapshot in train_iter(cfg, data=digits):
+        if snapshot.step == 6:
+            break
+    one_epoch = train(cfg.replace(epochs=1), data=digits)
+    for a, b in zip(snapshot.run.model.parameters(), one_epoch.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- divergence
+def test_huge_learning_rate_diverges_without_exception(digits):
+    cfg = RunConfig(rule="bp", optimizer="sgd", lr=1e6, epochs=3, eval_every=1,
+                    **{**TINY, "hidden": (32,)})
+    snapshots = list(train_iter(cfg, data=digits))
+    run = snapshots[-1].run
+    assert run.status == "diverged" == snapshots[-1].status
+    assert snapshots[-1].row is None
+    assert isinstance(run.diverged_step, int) and 1 <= run.diverged_step < run.total_steps
+    assert "diverged" in run.message and str(run.diverged_step) in run.message
+    # Every evaluated step came before the divergence.
+    assert run.history["step"].max() < run.diverged_step
+    assert train(cfg, data=digits).status == "diverged"
+
+
+# ------------------------------------------- evaluation does not perturb training
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_evaluation_does_not_change_training(digits, name):
+    """Metrics run the rule (probe_grads) on a probe batch; that must not move the
+    rule's random generator or state: the weights after training are the same
+    whether every step or only the last is evaluated."""
+    cfg = RunConfig(rule=name, epochs=1, hidden=(10,), batch_size=24, eval_size=32)
+    often = train(cfg.replace(eval_every=1), data=digits)
+    rarely = train(cfg.replace(eval_every=1000), data=digits)
+    assert often.status == rarely.status == "finished"
+    for (key, a), b in zip(often.model.state_dict().items(), rarely.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: model {key}")
+    for (key, a), b in zip(often.rule.state_dict().items(), rarely.rule.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: rule {key}")
+    final_often = {k: v for k, v in often.final.items() if k != "time"}
+    final_rarely = {k: v for k, v in rarely.final.items() if k != "time"}
+    pdt.assert_series_equal(pd.Series(final_often), pd.Series(final_rarely))
+
+
+# ----------------------------------------------------------- model state dicts
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_model_state_dict_has_only_ordinary_keys(name):
+    model, _ = build(RunConfig(rule=name, hidden=(8, 6)), input_shape=(1, 8, 8), n_classes=4,
+                     device="cpu")
+    keys = list(model.state_dict())
+    assert keys and all(re.fullmatch(r"layers\.\d+\.(weight|bias)", k) for k in keys), keys
+    # So a model trained by any rule loads strictly into a BP model.
+    bp_model, _ = build(RunConfig(rule="bp", hidden=(8, 6)), input_shape=(1, 8, 8),
+                        n_classes=4, device="cpu")
+    bp_model.load_state_dict(model.state_dict())
+
+
+# ------------------------------------------------------------------ save / load
+@pytest.fixture(scope="module")
+def saved(digits, tmp_path_factory):
+    cfg = RunConfig(rule="fa", feedback_sparsity=0.3, epochs=1, eval_every=2, **TINY)
+    run = train(cfg, data=digits)
+    path = run.save(tmp_path_factory.mktemp("saved") / "run")
+    return run, path
+
+
+def test_save_load_round_trip(saved):
+    run, path = saved
+    loaded = Run.load(path)
+    assert loaded.config == run.config.replace(device="cpu")
+    assert (loaded.status, loaded.message, loaded.diverged_step, loaded.total_steps) == (
+        run.status, run.message, run.diverged_step, run.total_steps)
+    # NaNs (layer 1 has no feedback matrix) survive JSON.
+    assert run.history["weight_angle/1"].isna().all()
+    pdt.assert_frame_equal(loaded.history, run.history)
+    for state, original in ((loaded.model.state_dict(), run.model.state_dict()),
+                            (loaded.rule.state_dict(), run.rule.state_dict())):
+        assert state.keys() == original.keys()
+        for key in state:
+            torch.testing.assert_close(state[key], original[key], rtol=0, atol=0, msg=key)
+    assert any(k.endswith("_mask") for k in loaded.rule.state_dict())  # masks are saved
+    # The loaded run evaluates like the original.
+    x = torch.randn(5, 1, 8, 8)
+    torch.testing.assert_close(loaded.model(x), run.model(x), rtol=0, atol=0)
+
+
+def test_diverged_run_round_trips(digits, tmp_path):
+    cfg = RunConfig(rule="bp", optimizer="sgd", lr=1e6, epochs=3, eval_every=1,
+                    **{**TINY, "hidden": (32,)})
+    run = train(cfg, data=digits)
+    loaded = Run.load(run.save(tmp_path / "run"))
+    assert loaded.status == "diverged" and loaded.diverged_step == run.diverged_step
+
+
+def _copy(path, tmp_path):
+    import shutil
+
+    return shutil.copytree(path, tmp_path / "copy")
+
+
+def test_truncated_weights_are_rejected(saved, tmp_path):
+    path = _copy(saved[1], tmp_path)
+    weights = path / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="checksum"):
+        Run.load(path)
+
+
+def test_unreadable_weights_with_matching_checksum_are_rejected(saved, tmp_path):
+    import hashlib
+
+    path = _copy(saved[1], tmp_path)
+    weights, meta_file = path / "weights.safetensors", path / "run.json"
+    weights.write_bytes(weights.read_bytes()[:40])
+    meta = json.loads(meta_file.read_text())
+    meta["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="cannot be read"):
+        Run.load(path)
+
+
+def test_wrong_checksum_is_rejected(saved, tmp_path):
+    path = _copy(saved[1], tmp_path)
+    meta_file = path / "run.json"
+    meta = json.loads(meta_file.read_text())
+    meta["weights_sha256"] = "0" * 64
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="checksum"):
+        Run.load(path)
+
+
+def test_corrupted_json_is_rejected(saved, tmp_path):
+    path = _copy(saved[1], tmp_path)
+    meta_file = path / "run.json"
+    meta_file.write_text(meta_file.read_text()[:50])
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Run.load(path)
+
+
+def test_json_without_required_keys_is_rejected(saved, tmp_path):
+    path = _copy(saved[1], tmp_path)
+    (path / "run.json").write_text(json.dumps({"format_version": 1, "config": {}}))
+    with pytest.raises(ValueError, match="lacks.*history"):
+        Run.load(path)
+
+
+@pytest.mark.parametrize("missing", ["run.json", "weights.safetensors"])
+def test_missing_file_is_rejected(saved, tmp_path, missing):
+    path = _copy(saved[1], tmp_path)
+    (path / missing).unlink()
+    with pytest.raises(ValueError, match=f"missing {re.escape(missing)}"):
+        Run.load(path)
+
+
+def test_missing_directory_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="missing run.json"):
+        Run.load(tmp_path / "nowhere")
+
+
+# --------------------------------------------------------------------- device
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_absent_cuda_is_a_value_error_naming_device(digits):
+    cfg = RunConfig(rule="fa", device="cuda", epochs=1, **TINY)
+    with pytest.raises(ValueError, match="device.*cuda"):
+        train(cfg, data=digits)
+    with pytest.raises(ValueError, match="device"):
+        build(cfg, input_shape=(4,), n_classes=3)
+
+
+# ----------------------------------------------------------------- trajectory
+def test_trajectory_is_bounded_and_spans_the_run(digits, monkeypatch):
+    # A bound of 8 points (the smallest allowed) against 36 evaluated steps.
+    monkeypatch.setattr(training, "TRAJECTORY_POINTS", 8)
+    cfg = RunConfig(rule="bp", epochs=6, eval_every=1, hidden=(6,), batch_size=16,
+                    eval_size=16)
+    run = train(cfg, data=digits)
+    trajectory = run.trajectory
+    n_params = sum(p.numel() for p in run.model.parameters())
+    assert trajectory.max_points == 8 and run.total_steps == 36
+    assert len(trajectory.steps) <= trajectory.max_points
+    assert trajectory.steps[0] == 0 and trajectory.steps[-1] == run.total_steps
+    assert trajectory.steps == sorted(set(trajectory.steps))
+    assert trajectory.matrix().shape == (len(trajectory.steps), n_params)
+    final = torch.cat([p.detach().flatten() for p in run.model.parameters()])
+    torch.testing.assert_close(trajectory.matrix()[-1], final)
+    # Roughly even: no gap is more than twice the stride of the downsampling.
+    gaps = [b - a for a, b in zip(trajectory.steps, trajectory.steps[1:])]
+    assert max(gaps) <= 2 * math.ceil(run.total_steps / len(trajectory.steps))
+
+
+def test_trajectory_halves_when_full():
+    model = torch.nn.Linear(3, 2)
+    trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
+    for step in range(1000):
+        trajectory.record(step, model, force=step in (0, 999))
+    steps = trajectory.steps
+    assert trajectory.max_points // 2 <= len(steps) <= trajectory.max_points
+    assert steps[0] == 0 and steps[-1] == 999
+    stride = steps[1] - steps[0]
+    assert all(b - a == stride for a, b in zip(steps[:-2], steps[1:-1]))
