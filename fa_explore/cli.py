@@ -96,7 +96,6 @@ def _scalar_parser(kind: type, optional: bool):
             raise argparse.ArgumentTypeError(
                 f"expected {words}{' or none' if optional else ''}; got {text!r}") from None
 
-    parse.__name__ = words  # argparse names the type in its messages
     return parse
 
 

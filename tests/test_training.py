@@ -110,6 +110,29 @@ def test_stopped_run_holds_the_weights_of_its_last_step(digits):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("k", [0, 1, 5, 7])
+def test_should_stop_ends_the_run_between_any_two_steps(digits, k):
+    """The callback is asked before every step; stopping after k steps leaves the
+    model exactly where k steps of the same run (evaluated at every step) leave it."""
+    cfg = RunConfig(rule="fa", epochs=2, eval_every=100, **TINY)
+    asked = []
+
+    def should_stop():
+        asked.append(True)
+        return len(asked) > k
+
+    snapshots = list(train_iter(cfg, data=digits, should_stop=should_stop))
+    last = snapshots[-1]
+    assert last.status == last.run.status == "stopped"
+    assert last.row is None and last.step == k and len(asked) == k + 1
+    assert last.run.history["step"].tolist() == [0]  # evaluation every 100 steps
+    for snapshot in train_iter(cfg.replace(eval_every=1), data=digits):
+        if snapshot.step == k:
+            break
+    for a, b in zip(last.run.model.parameters(), snapshot.run.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------- divergence
 def test_huge_learning_rate_diverges_without_exception(digits):
     cfg = RunConfig(rule="bp", optimizer="sgd", lr=1e6, epochs=3, eval_every=1,
@@ -139,9 +162,9 @@ def test_evaluation_does_not_change_training(digits, name):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: model {key}")
     for (key, a), b in zip(often.rule.state_dict().items(), rarely.rule.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: rule {key}")
-    final_often = {k: v for k, v in often.final.items() if k != "time"}
-    final_rarely = {k: v for k, v in rarely.final.items() if k != "time"}
-    pdt.assert_series_equal(pd.Series(final_often), pd.Series(final_rarely))
+    # Rows at the steps both evaluated (0 and the last) are identical.
+    shared = without_time(often.history).set_index("step").loc[rarely.history["step"]]
+    pdt.assert_frame_equal(shared, without_time(rarely.history).set_index("step"))
 
 
 # ----------------------------------------------------------- model state dicts

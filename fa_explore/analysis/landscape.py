@@ -141,10 +141,11 @@ def trajectory_pca(points: torch.Tensor | np.ndarray, steps=None,
         ratios[:len(kept)] = pca.explained_variance_ratio_[keep]
     directions = np.concatenate(
         [kept, _orthonormal_padding(kept, 2 - len(kept), n_params, seed)])
-    # A principal direction's sign is arbitrary; orient both so that training runs
+    # A principal direction's sign is arbitrary; orient them so that training runs
     # from low to high coordinates (left to right, bottom to top) in the plot.
-    moved = (matrix[-1] - matrix[0]).astype(np.float64) @ directions.T
-    directions[moved < 0] *= -1
+    # (Padded directions keep their seeded sign: the path has no extent along them.)
+    moved = (matrix[-1] - matrix[0]).astype(np.float64) @ kept.T
+    directions[:len(kept)][moved < 0] *= -1
     # Centre in the trajectory's own precision: a float64 copy of a large float32
     # trajectory would double its memory.
     coords = ((matrix - center.astype(matrix.dtype)) @ directions.T.astype(matrix.dtype))

@@ -31,6 +31,9 @@ RULE_DEFAULT_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "batch_siz
                        "epochs")
 
 DEFAULT_EXPANSION_CHOICES = (1, 2, 4, 8, 16)
+# Dropdown value standing for "the rule's default" (None): ipywidgets reads a
+# value of None as "nothing selected". Ratios are >= 1, so 0 is free.
+RULE_DEFAULT_CHOICE = 0
 
 
 def plain_message(error: BaseException) -> str:
@@ -38,8 +41,7 @@ def plain_message(error: BaseException) -> str:
     no ``RunConfig.`` prefix, first line only)."""
     text = str(error).strip() or type(error).__name__
     text = text.replace("RunConfig.", "").replace("RunConfig has", "the settings have")
-    first = text.splitlines()[0]
-    return first[0].upper() + first[1:] if first else first
+    return text.splitlines()[0]
 
 
 def _users(attribute: str) -> str:
@@ -69,15 +71,16 @@ def disabled_reasons(config: RunConfig) -> dict[str, str | None]:
     return reasons
 
 
-def expansion_choices(config: RunConfig) -> list[tuple[str, int | None]]:
-    """Dropdown options for the PFA expansion ratio: the rule default, then values."""
+def expansion_choices(config: RunConfig) -> list[tuple[str, int]]:
+    """Dropdown options for the PFA expansion ratio: the rule default
+    (:data:`RULE_DEFAULT_CHOICE`), then the ratios the rule accepts."""
     rule = RULES[config.rule]
     values = list(rule.expansion_ratios or DEFAULT_EXPANSION_CHOICES)
     if config.expansion_ratio is not None and config.expansion_ratio not in values:
         values.append(config.expansion_ratio)
     default = rule.defaults.get("expansion_ratio")
     label = "rule default" + (f" ({default})" if default is not None else "")
-    return [(label, None)] + [(str(v), v) for v in sorted(values)]
+    return [(label, RULE_DEFAULT_CHOICE)] + [(str(v), v) for v in sorted(values)]
 
 
 def model_choices(config: RunConfig) -> list[str]:

@@ -3,8 +3,8 @@
 This module only builds widgets and moves values between them and the session;
 what is allowed comes from :mod:`.controls`, the threads and state from
 :mod:`.session`, and every figure from the pure builders in :mod:`.views`
-(updated in place inside ``FigureWidget.batch_update``, at most ten times a
-second). Use it in JupyterLab with ``Dashboard()`` or as a page with Voilà
+(redrawn in place by :class:`.plotview.PlotlyView`, at most ten times a second,
+from a renderer thread). Use it in JupyterLab with ``Dashboard()`` or as a page with Voilà
 (``apps/alignment_dashboard.ipynb``).
 """
 
@@ -24,10 +24,11 @@ from ..config import ACTIVATIONS, OPTIMIZERS, RunConfig
 from ..data import DATASETS
 from ..rules import RULES
 from . import views
-from .controls import (RULE_DEFAULT_FIELDS, change_config, config_from_query,
+from .controls import (RULE_DEFAULT_CHOICE, RULE_DEFAULT_FIELDS, change_config, config_from_query,
                        dataset_choices, device_choices, disabled_reasons,
                        expansion_choices, model_choices, plain_message)
 from .linkbox import CopyLink
+from .plotview import PlotlyView
 from .session import TrainingSession, format_seconds, log
 
 MIN_RENDER_INTERVAL = 0.1  # seconds: plots update at most ten times a second
@@ -79,53 +80,11 @@ DESCRIPTION_WIDTH = "92px"
 CONTROL_WIDTH = "318px"
 
 
-def _layout_dict(layout: go.Layout) -> dict[str, Any]:
-    data = layout.to_plotly_json()
-    data.pop("template", None)  # huge and never changes between updates
-    return data
-
-
-def update_figure(widget: go.FigureWidget, figure: go.Figure) -> None:
-    """Make ``widget`` show ``figure`` in place, in one batched message.
-
-    Traces are updated property by property when the trace list has the same
-    shape; otherwise they are replaced. Only layout keys that changed are sent
-    (sending the whole layout with its template costs a second).
-    """
-    new_layout, old_layout = _layout_dict(figure.layout), _layout_dict(widget.layout)
-    changed = {k: v for k, v in new_layout.items()
-               if k not in old_layout or _differs(old_layout[k], v)}
-    removed = [k for k in old_layout if k not in new_layout]
-    same_shape = len(widget.data) == len(figure.data) and all(
-        a.type == b.type for a, b in zip(widget.data, figure.data))
-    with widget.batch_update():
-        if same_shape:
-            for old, new in zip(widget.data, figure.data):
-                props = new.to_plotly_json()
-                props.pop("type", None)
-                props.pop("uid", None)
-                old.update(props, overwrite=True)
-        else:
-            widget.data = ()
-            widget.add_traces(list(figure.data))
-        for key in removed:
-            widget.layout[key] = None
-        if changed:
-            widget.layout.update(changed, overwrite=True)
-
-
-def _differs(a: Any, b: Any) -> bool:
-    try:
-        return bool(a != b)
-    except (ValueError, TypeError):  # arrays compare elementwise
-        return True
-
-
-def _figure_widget(figure: go.Figure, css_class: str) -> go.FigureWidget:
-    widget = go.FigureWidget(figure)
-    widget.add_class(css_class)
-    widget.add_class("fx-plot")
-    return widget
+def _plot(figure: go.Figure, css_class: str, carry_plotly: bool = False) -> PlotlyView:
+    view = PlotlyView(figure, carry_plotly=carry_plotly)
+    view.add_class(css_class)
+    view.add_class("fx-plot")
+    return view
 
 
 def _hint(css_class: str = "fx-hint") -> widgets.HTML:
@@ -280,7 +239,7 @@ class Dashboard(widgets.VBox):
             (self.angle_random, lambda v: {"init_angle": None if v else self.angle.value}),
             (self.angle, lambda v: {"init_angle": v}),
             (self.sparsity, lambda v: {"feedback_sparsity": v}),
-            (self.expansion, lambda v: {"expansion_ratio": v}),
+            (self.expansion, lambda v: {"expansion_ratio": v or None}),
             (self.optimizer, lambda v: {"optimizer": v}),
             (self.lr, lambda v: {"lr": float(f"{v:.3g}")}),
             (self.batch_size, lambda v: {"batch_size": v}),
@@ -328,14 +287,15 @@ class Dashboard(widgets.VBox):
 
     def _build_plots(self) -> None:
         cfg = self.session.config
-        self.curves_plot = _figure_widget(views.curves_figure(None), "fx-plot-curves")
-        self.alignment_plot = _figure_widget(
+        # The first plot carries plotly.js for the page.
+        self.curves_plot = _plot(views.curves_figure(None), "fx-plot-curves", carry_plotly=True)
+        self.alignment_plot = _plot(
             views.alignment_figure(None, self._n_layers(cfg)), "fx-plot-alignment")
-        self.landscape_plot = _figure_widget(views.landscape_figure(None, None),
+        self.landscape_plot = _plot(views.landscape_figure(None, None),
                                              "fx-plot-landscape")
-        self.boundary_plot = _figure_widget(views.boundary_figure(None, None, None, None),
+        self.boundary_plot = _plot(views.boundary_figure(None, None, None, None),
                                             "fx-plot-boundary")
-        self.weights_plot = _figure_widget(views.weights_figure(None, None, 1),
+        self.weights_plot = _plot(views.weights_figure(None, None, 1),
                                            "fx-plot-weights")
         self.layer = widgets.Dropdown(description="layer", style={"description_width": "40px"},
                                       layout=widgets.Layout(width="160px"),
@@ -434,7 +394,7 @@ class Dashboard(widgets.VBox):
             self.sparsity.value = cfg.feedback_sparsity
             self._apply_reason(self.sparsity, self.sparsity_hint, reasons["feedback_sparsity"])
             self.expansion.options = expansion_choices(cfg)
-            self.expansion.value = cfg.expansion_ratio
+            self.expansion.value = cfg.expansion_ratio or RULE_DEFAULT_CHOICE
             self._apply_reason(self.expansion, self.expansion_hint, reasons["expansion_ratio"])
 
             self.optimizer.value = resolved.optimizer
@@ -580,12 +540,11 @@ class Dashboard(widgets.VBox):
     def _render_empty(self) -> None:
         cfg = self.session.config
         pinned = self._pinned()
-        update_figure(self.curves_plot, views.curves_figure(None, pinned))
-        update_figure(self.alignment_plot,
-                      views.alignment_figure(None, self._n_layers(cfg), pinned))
-        update_figure(self.landscape_plot, views.landscape_figure(None, None))
-        update_figure(self.weights_plot, views.weights_figure(None, None, self.layer.value))
-        update_figure(self.boundary_plot, views.boundary_figure(None, None, None, None))
+        self.curves_plot.show(views.curves_figure(None, pinned))
+        self.alignment_plot.show(views.alignment_figure(None, self._n_layers(cfg), pinned))
+        self.landscape_plot.show(views.landscape_figure(None, None))
+        self.weights_plot.show(views.weights_figure(None, None, self.layer.value))
+        self.boundary_plot.show(views.boundary_figure(None, None, None, None))
 
     def _render_run(self, run) -> None:
         # Runs alongside training: it only reads the model (a torn read of a weight
@@ -593,25 +552,24 @@ class Dashboard(widgets.VBox):
         history = run.history
         pinned = self._pinned()
         model, rule = run.model, run.rule
-        update_figure(self.curves_plot, views.curves_figure(history, pinned))
-        update_figure(self.alignment_plot,
-                      views.alignment_figure(history, model.n_layers, pinned))
+        self.curves_plot.show(views.curves_figure(history, pinned))
+        self.alignment_plot.show(views.alignment_figure(history, model.n_layers, pinned))
         if self.layer.options and len(self.layer.options) != max(1, model.n_layers - 1):
             self._sync_layer_choices()
         layer = min(max(1, self.layer.value or 1), model.n_layers)
         weight = model.layers[layer - 1].weight.detach()
         feedback = rule.effective_feedback(model, layer - 1)
-        update_figure(self.weights_plot, views.weights_figure(weight, feedback, layer))
+        self.weights_plot.show(views.weights_figure(weight, feedback, layer))
         if not self._landscape_drawn:  # new surface, or a new run without one yet
             pca, surface = self._landscape or (None, None)
             self._landscape_drawn = True
-            update_figure(self.landscape_plot, views.landscape_figure(surface, pca))
-        data = self.session.data
-        if data is not None and DATASETS[data.name].kind == "2d":
+            self.landscape_plot.show(views.landscape_figure(surface, pca))
+        if DATASETS[run.config.dataset].kind == "2d":
             from ..analysis import decision_grid
 
+            data = run.data  # the run's own data: the settings may have moved on
             grid = decision_grid(model, data.x_train, resolution=80)
-            update_figure(self.boundary_plot, views.boundary_figure(
+            self.boundary_plot.show(views.boundary_figure(
                 grid, data.x_train, data.y_train, data.class_names))
 
     # ============================================================= handlers
@@ -702,12 +660,12 @@ class Dashboard(widgets.VBox):
         self._show_status()
 
     def _on_export(self, _button) -> None:
-        figures = {"curves": go.Figure(self.curves_plot),
-                   "alignment": go.Figure(self.alignment_plot),
-                   "landscape": go.Figure(self.landscape_plot),
-                   "weights": go.Figure(self.weights_plot)}
+        figures = {"curves": self.curves_plot.figure,
+                   "alignment": self.alignment_plot.figure,
+                   "landscape": self.landscape_plot.figure,
+                   "weights": self.weights_plot.figure}
         if DATASETS[self.session.config.dataset].kind == "2d":
-            figures["boundary"] = go.Figure(self.boundary_plot)
+            figures["boundary"] = self.boundary_plot.figure
         folder = self.session.export(figures=figures)
         self._set_notice(f"Saved the run (run.json, weights.safetensors) and "
                          f"{len(figures)} figures as HTML to {folder}")

@@ -106,7 +106,6 @@ class TrainingSession:
         self.message = "pick a rule and press Train"
         self.generation = 0
         self.run: Run | None = None
-        self.data: Dataset | None = None
         self.pinned: list[PinnedEntry] = []
         self.on_status, self.on_snapshot, self.on_landscape = on_status, on_snapshot, on_landscape
         self.landscape_interval = landscape_interval
@@ -354,9 +353,6 @@ class TrainingSession:
         run = None
         try:
             data = self._load_data(cfg)
-            with self._emit_lock:
-                if generation == self.generation:
-                    self.data = data
             snapshots = train_iter(cfg, data, should_stop=lambda: self._should_stop(
                 stop_event, resume_event))
             for snapshot in snapshots:

@@ -35,12 +35,14 @@ SPLIT_DASH = {"train": "dot", "test": "solid"}
 PINNED_COLORS = ("#e45756", "#54a24b", "#b279a2", "#f58518", "#72b7b2", "#9d755d",
                  "#ff9da6", "#bab0ac")
 PINNED_OPACITY = 0.45
-PINNED_DASHES = ("dash", "dashdot", "longdash", "dot", "longdashdot")
+# Line styles telling layers apart within a pinned run (alignment plot).
+PINNED_LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 # Playground's orange and blue for two classes; Tableau 10 beyond.
 TWO_CLASS_COLORS = ("#f59322", "#0877bd")
 CLASS_COLORS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b",
                 "#b279a2", "#ff9da6", "#9d755d", "#bab0ac")
-NOTE_STYLE = dict(showarrow=False, font=dict(size=13, color="#6b7280"), align="center")
+NOTE_STYLE = dict(showarrow=False, font=dict(size=13, color="#6b7280"), align="center",
+                  bgcolor="rgba(255,255,255,0.9)", borderpad=4)
 
 NO_WEIGHT_ANGLE_NOTE = ("No weight angle for this rule: it has no feedback matrix<br>"
                         "standing in for W (the error goes straight to each layer,<br>"
@@ -81,11 +83,15 @@ def _style(fig: go.Figure, title: str, uirevision: str, height: int = HEIGHT) ->
         template=TEMPLATE, height=height, font=FONT, uirevision=uirevision,
         title=dict(text=title, x=0.01, xanchor="left", y=0.97, yanchor="top",
                    font=dict(size=15)),
-        margin=dict(l=60, r=20, t=62, b=48),
-        legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom",
+        margin=dict(l=60, r=20, t=64, b=40),
+        # Below the plots: a legend that wraps (many pinned runs) then pushes the
+        # margin instead of covering subplot titles.
+        legend=dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top",
                     font=dict(size=11), bgcolor="rgba(255,255,255,0)"),
-        hovermode="closest",
+        hovermode="closest", showlegend=True,
     )
+    fig.update_xaxes(visible=True)  # placeholders hide them; an update must show them
+    fig.update_yaxes(visible=True)
     for annotation in fig.layout.annotations:  # subplot titles: smaller than the title
         annotation.font = dict(size=13, color="#2a3f5f")
     return fig
@@ -93,6 +99,14 @@ def _style(fig: go.Figure, title: str, uirevision: str, height: int = HEIGHT) ->
 
 def _note(fig: go.Figure, text: str, xref: str = "x domain", yref: str = "y domain") -> None:
     fig.add_annotation(text=text, x=0.5, y=0.5, xref=xref, yref=yref, **NOTE_STYLE)
+
+
+def _placeholder(fig: go.Figure, text: str) -> None:
+    """No data at all: hide the empty axes and say what will appear."""
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(showlegend=False)
+    _note(fig, text)
 
 
 def _check_pinned(pinned: Sequence[PinnedRun]) -> list[PinnedRun]:
@@ -144,7 +158,7 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
                 hovertemplate=f"{split} {'accuracy' if metric == 'acc' else 'loss'} "
                               f"{value}<br>step %{{x}}<extra>{label}</extra>"),
                 row=1, col=1 if metric == "loss" else 2)
-    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_xaxes(title_text="step", rangemode="tozero", matches="x")
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", row=1, col=2)
     return _style(fig, "Training curves", uirevision)
@@ -158,7 +172,8 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
     gradient), in degrees over training steps.
 
     Traces: ``weight_angle/1..L`` then ``grad_angle/1..L`` for the live run, then
-    the same per pinned run (faint, dashed). NaN columns give empty traces; when
+    the same per pinned run (faint, in its colour from the
+    curves figure, a line style per layer). NaN columns give empty traces; when
     every weight angle is NaN a note says the rule has no feedback matrix.
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
@@ -168,6 +183,8 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
         "Weight angle ∠(W, B)", "Gradient angle ∠(update, true gradient)"))
     colors = layer_colors(n_layers)
     runs = [("live", history)] + [(p.label, p.history) for p in pinned]
+    # The live run: a colour per layer. A pinned run: its colour from the curves
+    # figure (the same run looks the same everywhere), a dash per layer.
     for index, (label, frame) in enumerate(runs):
         live = index == 0
         for col, kind in ((1, "weight_angle"), (2, "grad_angle")):
@@ -178,18 +195,19 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
                     x=x, y=y, mode="lines", meta=column,
                     name=f"layer {layer}" if live else label,
                     legendgroup=f"layer-{layer}" if live else f"pinned-{index}",
-                    showlegend=col == 1 and (live or layer == n_layers),
+                    # Legend from the gradient panel: every rule has gradient angles.
+                    showlegend=col == 2 and (live or layer == 1),
                     opacity=1.0 if live else PINNED_OPACITY,
-                    line=dict(color=colors[layer - 1], width=2.2 if live else 1.6,
-                              dash="solid" if live else
-                              PINNED_DASHES[(index - 1) % len(PINNED_DASHES)]),
+                    line=dict(color=colors[layer - 1], width=2.2) if live else
+                    dict(color=PINNED_COLORS[(index - 1) % len(PINNED_COLORS)], width=1.6,
+                         dash=PINNED_LAYER_DASHES[(layer - 1) % len(PINNED_LAYER_DASHES)]),
                     hovertemplate=f"layer {layer}: %{{y:.1f}}°<br>step %{{x}}"
                                   f"<extra>{label}</extra>"),
                     row=1, col=col)
     for col in (1, 2):
         # 90° is what two unrelated random directions give: no alignment.
         fig.add_hline(y=90, line=dict(color="#9ca3af", width=1, dash="dot"), row=1, col=col)
-    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.update_xaxes(title_text="step", rangemode="tozero", matches="x")
     fig.update_yaxes(range=[0, 180], tickvals=[0, 45, 90, 135, 180], ticksuffix="°")
     fig.update_yaxes(title_text="angle", row=1, col=1)
     _style(fig, "Alignment per layer", uirevision)
@@ -273,7 +291,7 @@ def landscape_figure(surface: LossSurface | None, pca: TrajectoryPCA | None, *,
     fig.update_yaxes(showgrid=False, zeroline=False)
     _style(fig, "Loss landscape along the trajectory", uirevision)
     if surface is None and pca is None:
-        _note(fig, "The loss landscape appears after a few training steps: the path of<br>"
+        _placeholder(fig, "The loss landscape appears after a few training steps: the path of<br>"
                    "the weights on its two main directions, over the loss on that plane.")
     return fig
 
@@ -336,7 +354,9 @@ def boundary_figure(grid: DecisionGrid | None, x2d, y, class_names: Sequence[str
         # 1/K is a coin toss among K classes: the palest shade.
         certainty = np.clip((confidence - 1 / n_classes) / (1 - 1 / n_classes), 0, 1)
         z = (winner + 0.001 + 0.998 * certainty) / n_classes
-        fig.add_trace(go.Heatmap(x=_numpy(grid.xs), y=_numpy(grid.ys), z=z, zmin=0, zmax=1,
+        # float32 halves what the page receives at every redraw; plenty for colours.
+        fig.add_trace(go.Heatmap(x=_numpy(grid.xs), y=_numpy(grid.ys), z=z.astype(np.float32),
+                                 zmin=0, zmax=1,
                                  colorscale=_region_colorscale(colors), showscale=False,
                                  hoverinfo="skip", name="decision regions"))
     else:
@@ -346,21 +366,26 @@ def boundary_figure(grid: DecisionGrid | None, x2d, y, class_names: Sequence[str
         keep = np.sort(np.random.default_rng(0).choice(len(points), max_points, replace=False))
         points, labels = points[keep], labels[keep]
     for k in range(n_classes):
-        mine = points[labels == k] if points is not None else np.empty((0, 2))
+        mine = (points[labels == k] if points is not None else np.empty((0, 2)))
+        mine = mine.astype(np.float32)
         fig.add_trace(go.Scatter(
             x=mine[:, 0], y=mine[:, 1], mode="markers", name=names[k],
             marker=dict(size=6, color=colors[k], line=dict(color="white", width=0.8)),
             hovertemplate=f"{names[k]}<br>(%{{x:.2f}}, %{{y:.2f}})<extra></extra>"))
 
-    fig.update_xaxes(title_text="x₁", zeroline=False, showgrid=False)
-    fig.update_yaxes(title_text="x₂", zeroline=False, showgrid=False,
+    # Equal scales; the plot area shrinks to fit rather than padding the range.
+    fig.update_xaxes(title_text="x₁", zeroline=False, showgrid=False, constrain="domain")
+    fig.update_yaxes(title_text="x₂", zeroline=False, showgrid=False, constrain="domain",
                      scaleanchor="x", scaleratio=1)
     if grid is not None:
         fig.update_xaxes(range=[float(grid.xs[0]), float(grid.xs[-1])])
         fig.update_yaxes(range=[float(grid.ys[0]), float(grid.ys[-1])])
     _style(fig, "Decision regions", uirevision)
+    # A square plot: the class legend goes beside it, not under it.
+    fig.update_layout(legend=dict(orientation="v", x=1.02, xanchor="left", y=1,
+                                  yanchor="top"), margin=dict(b=45))
     if grid is None and points is None:
-        _note(fig, "Decision regions are drawn for the 2-D datasets:<br>"
+        _placeholder(fig, "Decision regions are drawn for the 2-D datasets:<br>"
                    "pick one under “dataset”.")
     return fig
 
@@ -392,6 +417,7 @@ def weights_figure(weight: np.ndarray | torch.Tensor | None,
         if xs.size > max_points:
             keep = np.sort(np.random.default_rng(0).choice(xs.size, max_points, replace=False))
             xs, ys = xs[keep], ys[keep]
+        xs, ys = xs.astype(np.float32), ys.astype(np.float32)  # half the page update
         if xs.size:
             # Where both axes overlap, so the reference line never stretches them.
             low, high = max(xs.min(), ys.min()), min(xs.max(), ys.max())
@@ -408,9 +434,9 @@ def weights_figure(weight: np.ndarray | torch.Tensor | None,
     _style(fig, title, uirevision or f"fx-weights-{layer}")
     fig.update_layout(showlegend=False)
     if w is None:
-        _note(fig, "Train a model to compare its forward and feedback weights.")
+        _placeholder(fig, "Train a model to compare its forward and feedback weights.")
     elif b is None:
-        _note(fig, "Layer 1 has no feedback matrix: no error is sent back into the input."
+        _placeholder(fig, "Layer 1 has no feedback matrix: no error is sent back into the input."
               if layer == 1 else
               f"Layer {layer} has no feedback matrix standing in for W:<br>this rule sends "
               "the error straight to each layer,<br>or estimates the gradient forward.")

@@ -29,6 +29,15 @@ def hidden_shapes(model: FeedforwardNet) -> list[torch.Size]:
     return shapes
 
 
+def number_option(cfg, name: str, check, allowed: str) -> float:
+    """A numeric rule option, or ValueError naming it and what is allowed."""
+    value = cfg.rule_option(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not check(value):
+        raise ValueError(f"RunConfig.rule_options[{name!r}] must be {allowed} for rule "
+                         f"{cfg.rule!r}; got {value!r}")
+    return float(value)
+
+
 class DFA(Rule):
     """Direct feedback alignment (Nøkland 2016, "Direct feedback alignment provides
     learning in deep neural networks", NeurIPS).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .dfa import DFA
+from .dfa import DFA, number_option
 
 
 class DKP(DFA):
@@ -14,11 +14,15 @@ class DKP(DFA):
     DFA whose ``D_l`` (parameters ``D1``, ``D2`` …) start at zero and learn as if
     they were direct readouts ``h_l → y``: ``grad D_l = eᵀ h_l`` (batch-summed, ``e``
     the gradient of the batch-mean loss w.r.t. the logits). For the last hidden layer
-    this is exactly ``grad W_L``, the Kolen–Pollack symmetry, so with weight decay
-    ``D_{L-1} → W_L`` and its error signal becomes BP's. ``D`` has its own optimizer
-    group (paper: Adam, lr 1e-4, weight decay 1e-6; options ``feedback_lr`` and
-    ``feedback_weight_decay``). With ``feedback_sparsity`` the mask multiplies ``D_l``
-    at every use; the update itself is the reference's ``eᵀ h_l``.
+    this is exactly ``grad W_L``, the Kolen–Pollack symmetry: under one shared
+    optimizer ``W_L − D_{L-1}`` only feels the weight decay, so ``D_{L-1} → W_L`` and
+    that layer's error becomes BP's. ``D`` has its own optimizer group (paper: Adam,
+    lr 1e-4, weight decay 1e-6; options ``feedback_lr`` and ``feedback_weight_decay``).
+    Starting from zero under Adam, ``feedback_lr`` only rescales ``D`` (hence the
+    hidden errors, which an Adam forward optimizer normalises away): it matters
+    mainly through the weight decay. With ``feedback_sparsity`` the
+    mask multiplies ``D_l`` at every use; the update itself is the reference's
+    ``eᵀ h_l``.
     """
 
     name = "dkp"
@@ -28,14 +32,19 @@ class DKP(DFA):
     options = {"feedback_lr": 1e-4, "feedback_weight_decay": 1e-6}
     learned_feedback = True
 
+    def __init__(self, model, cfg, generator=None):
+        super().__init__(model, cfg, generator)
+        self.feedback_lr = number_option(cfg, "feedback_lr", lambda v: v > 0, "a number > 0")
+        self.feedback_weight_decay = number_option(cfg, "feedback_weight_decay",
+                                                   lambda v: v >= 0, "a number >= 0")
+
     def init_direct_feedback(self, empty):
         return torch.nn.init.zeros_(empty)
 
     def param_groups(self, model):
         return [{"params": list(model.parameters())},
                 {"params": list(self.parameters()), "optimizer": "adam",
-                 "lr": float(self.cfg.rule_option("feedback_lr")),
-                 "weight_decay": float(self.cfg.rule_option("feedback_weight_decay"))}]
+                 "lr": self.feedback_lr, "weight_decay": self.feedback_weight_decay}]
 
     def send_errors(self, logits, hidden, error):
         for l, h in enumerate(hidden, start=1):

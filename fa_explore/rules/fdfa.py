@@ -7,7 +7,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from .base import layer_forward
-from .dfa import DFA
+from .dfa import DFA, number_option
 
 
 class FDFA(DFA):
@@ -30,6 +30,10 @@ class FDFA(DFA):
                    "estimated by forward-mode perturbations and averaged over steps.")
     paper = "Bacho & Chu 2024, Neural Networks (seed: forward_direct_feedback_alignment)"
     options = {"alpha": 0.02}
+
+    def __init__(self, model, cfg, generator=None):
+        super().__init__(model, cfg, generator)
+        self.alpha = number_option(cfg, "alpha", lambda v: 0 < v <= 1, "a number in (0, 1]")
 
     def init_direct_feedback(self, empty):
         return torch.nn.init.zeros_(empty)
@@ -67,7 +71,7 @@ class FDFA(DFA):
     def track_jacobians(self, logits_dot: torch.Tensor,
                         perturbations: list[torch.Tensor]) -> None:
         """``D_l ← (1 − α) D_l + α mean_batch(ẏ ⊗ u_l)`` for every hidden layer."""
-        alpha = float(self.cfg.rule_option("alpha"))
+        alpha = self.alpha
         scale = alpha / logits_dot.shape[0]
         for l, u in enumerate(perturbations, start=1):
             matrix = self.stored_direct_feedback(l)
@@ -75,7 +79,8 @@ class FDFA(DFA):
 
     def compute_grads(self, model, x, y):
         logits, hidden, logits_dot, perturbations = self.perturbed_forward(model, x)
-        self.track_jacobians(logits_dot, perturbations)
+        if perturbations:  # a net without hidden layers has nothing to track
+            self.track_jacobians(logits_dot, perturbations)
         error, loss = self.output_error(logits, y)
         self.send_errors(logits, hidden, error)
         return loss

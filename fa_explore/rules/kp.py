@@ -20,7 +20,7 @@ class KP(StoredLayerFeedback):
     description = ("Kolen–Pollack: feedback weights get the same update and weight decay "
                    "as the forward weights, so they converge to them.")
     paper = "Kolen & Pollack 1994; Akrout et al. 2019, NeurIPS"
-    defaults = {"optimizer": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-3}
+    defaults = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2}
     learned_feedback = True
     uses_init_angle = True
     uses_feedback_sparsity = True

@@ -38,8 +38,10 @@ class WM(StoredLayerFeedback):
     description = ("Weight mirror: feedback weights learn to mirror the forward weights "
                    "from the layer's response to injected noise.")
     paper = "Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019, NeurIPS"
-    options = {"sigma": 1.0, "eta_b": 0.02, "lambda_b": 0.02, "mirror_every": 1,
-               "mirror_batch": 64}
+    # η_B σ² = λ_B: B tends to W itself. The mirror batch matches the training
+    # batch, so a mirror phase costs about one more forward/backward.
+    options = {"sigma": 1.0, "eta_b": 0.01, "lambda_b": 0.01, "mirror_every": 1,
+               "mirror_batch": 32}
     uses_init_angle = True
     uses_feedback_sparsity = True
 
@@ -79,21 +81,24 @@ class WM(StoredLayerFeedback):
         shape of one input example of layer ``l``."""
         for l in range(1, model.n_layers):
             weight = model.layers[l].weight
-            noise = self.sigma * self.randn(self.mirror_batch, *input_shapes[l], like=weight)
+            noise = weight.new_empty(self.mirror_batch, *input_shapes[l]).normal_(
+                0.0, self.sigma, generator=self.generator)
             self.mirror_layer(model, l, noise)
 
     @torch.no_grad()
     def mirror_layer(self, model, layer: int, noise: torch.Tensor) -> None:
         """``B_l ← B_l + η_B · mean(rᵀ ξ) − λ_B · B_l`` with ``r = ξ W_lᵀ``, ``ξ = noise``."""
         module = model.layers[layer]
-        response = layer_forward(module, noise, module.weight, None)
-        correlation, _ = weight_grads(module, response, noise, want_bias=False)
-        if isinstance(module, nn.Linear):
-            correlation = correlation / noise.shape[0]
-        else:
-            # Per tap, the number of (example, position) pairs that were summed.
-            positions, _ = weight_grads(module, torch.ones_like(response[:1]),
-                                        torch.ones_like(noise[:1]), want_bias=False)
-            correlation = correlation / (noise.shape[0] * positions)
         feedback = self.stored_feedback(layer)
-        feedback.mul_(1.0 - self.lambda_b).add_(correlation, alpha=self.eta_b)
+        response = layer_forward(module, noise, module.weight, None)
+        if isinstance(module, nn.Linear):
+            # One fused op: B ← (1 − λ_B) B + (η_B / batch) rᵀ ξ.
+            feedback.addmm_(response.T, noise, beta=1.0 - self.lambda_b,
+                            alpha=self.eta_b / noise.shape[0])
+            return
+        correlation, _ = weight_grads(module, response, noise, want_bias=False)
+        # Per tap, the number of (example, position) pairs that were summed.
+        positions, _ = weight_grads(module, torch.ones_like(response[:1]),
+                                    torch.ones_like(noise[:1]), want_bias=False)
+        feedback.mul_(1.0 - self.lambda_b).add_(
+            correlation / (noise.shape[0] * positions), alpha=self.eta_b)

@@ -47,7 +47,7 @@ def block(model, index: int, h: torch.Tensor) -> torch.Tensor:
 def hidden_outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
     """``[h_0 = x, h_1, …, h_{L-1}]`` of the plain forward (no graph)."""
     with torch.no_grad():
-        hs = [x.reshape(len(x), *model.input_shape)]
+        hs = [x.reshape(len(x), *model.input_shape) if isinstance(model, CNN) else x.flatten(1)]
         for index in range(model.n_layers - 1):
             hs.append(block(model, index, hs[-1]))
     return hs

@@ -105,7 +105,7 @@ def conservation_ratios(rule_name: str, steps: int = 300, **fields) -> list[floa
     return tracker.ratios(model, rule)[:-1]
 
 
-def learns(rule_name: str, epochs: int = 2, **fields) -> float:
+def learns(rule_name: str, epochs: int = 3, **fields) -> float:
     """Final test accuracy of a short run on digits."""
     from fa_explore import train
 

@@ -8,7 +8,8 @@ import torch
 from direct_checks import hidden_outputs, manual_dfa_any, manual_dfa_mlp
 from fa_explore import RunConfig, build, train
 from fa_explore.metrics import gradient_angles
-from feedback_checks import assert_all_equal, assert_sparse_feedback, batch, bp_grads, rule_grads, tiny
+from feedback_checks import (assert_all_equal, assert_sparse_feedback, batch, bp_grads,
+                             rule_grads, tiny)
 
 
 def feedbacks_of(rule, model):

@@ -110,6 +110,7 @@ def test_learning_the_feedback_aligns_the_hidden_updates():
     assert history["weight_angle/2"].isna().all()
     assert history["grad_angle/1"].iloc[1:].notna().all()  # zero D at step 0: undefined
     # Hidden updates become descent directions (below 90°) and keep aligning.
-    assert (history["grad_angle/2"].iloc[-3:] < 85).all()
-    assert history["grad_angle/1"].iloc[-1] < history["grad_angle/1"].iloc[1] - 10
+    for n in (1, 2):
+        assert history[f"grad_angle/{n}"].iloc[-1] < 85
+        assert history[f"grad_angle/{n}"].iloc[-1] < history[f"grad_angle/{n}"].iloc[1] - 5
     assert history["test_acc"].iloc[-1] > 0.8

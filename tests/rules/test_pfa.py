@@ -154,18 +154,19 @@ def test_weight_decay_schedule_switches_after_the_first_epoch():
     for epoch in range(3):
         rule.on_epoch_start(epoch, optimizers)
         decays.append({g["weight_decay"] for o in optimizers for g in o.param_groups})
-    assert decays == [{0.3}, {1e-4}, {1e-4}]
+    assert decays == [{0.03}, {0.01}, {0.01}]
     # Every weight and every R is in the decayed groups.
     decayed = {id(p) for o in optimizers for g in o.param_groups for p in g["params"]}
     assert decayed == {id(p) for p in [*model.parameters(), *rule.parameters()]}
-    cfg = RunConfig(rule="pfa", hidden=(7, 6), weight_decay=0.0,
-                    rule_options={"first_epoch_weight_decay": 0.03}).resolve()
+    # Both values are settings.
+    cfg = RunConfig(rule="pfa", hidden=(7, 6), weight_decay=1e-4,
+                    rule_options={"first_epoch_weight_decay": 0.05}).resolve()
     model, rule = build(cfg, input_shape=(5,), n_classes=4, device="cpu")
     optimizers = make_optimizers(cfg, model, rule)
     rule.on_epoch_start(0, optimizers)
-    assert optimizers[0].param_groups[0]["weight_decay"] == 0.03
+    assert optimizers[0].param_groups[0]["weight_decay"] == 0.05
     rule.on_epoch_start(1, optimizers)
-    assert optimizers[0].param_groups[0]["weight_decay"] == 0.0
+    assert optimizers[0].param_groups[0]["weight_decay"] == 1e-4
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])

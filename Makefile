@@ -1,0 +1,58 @@
+# fa_explore developer tasks. Every target sets up .venv on first use.
+#
+#   make test                 whole test suite (PYTEST_ARGS="-m 'not slow'" for a quick pass)
+#   make train                one training run on digits with progress and final table
+#   make bench                per-step time of every rule vs BP, then accuracy with defaults
+#
+# Variables: PYTHON (interpreter that creates .venv), TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch is installed first and pinned, so that the package's own
+# `torch>=2.3` is already satisfied and pip never pulls a CUDA build.
+TORCH ?= torch==2.13.0
+EXTRAS ?= app,dev,sweep
+PIP_FLAGS ?=
+PYTEST_ARGS ?=
+TRAIN_ARGS ?= --rule fa --dataset digits --epochs 5
+BENCH_ARGS ?=
+
+ifeq ($(CI),true)
+  # Logs, not a terminal: no progress bars, and say which tests took the time.
+  PIP_FLAGS += --progress-bar off --no-input
+  PYTEST_ARGS += -ra --durations=25
+endif
+
+STAMP := $(VENV)/.fa_explore-installed
+
+.PHONY: help install test train bench
+
+help: ## list the targets
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+# Reinstalled when pyproject.toml changes (new dependencies or extras).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) "$(TORCH)"
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: $(STAMP) ## create .venv and install torch, then the package with its extras
+
+test: $(STAMP) ## run the whole test suite
+	@# pytest's exit code 5 means "no tests collected": not a failure of the code.
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5): nothing failed"; rc=0; fi; \
+	exit $$rc
+
+train: $(STAMP) ## train on digits, printing progress and the final table
+	$(VENV)/bin/fa-explore train $(TRAIN_ARGS)
+
+bench: $(STAMP) ## time every rule per step vs BP, then train each with its defaults
+	$(PY) benchmarks/step_time.py $(BENCH_ARGS)
+	$(PY) benchmarks/step_time.py --accuracy $(BENCH_ARGS)
