@@ -311,6 +311,14 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                     opt.step()
                 if step % eval_every == 0 or step == total_steps:
                     row = record(step, step / steps_per_epoch)
+                    if not math.isfinite(row["train_loss"]):
+                        # A batch loss can stay finite while the weights blow up.
+                        run.status, run.diverged_step = "diverged", step
+                        run.message = (f"diverged at step {step}: the evaluated training "
+                                       f"loss is {row['train_loss']}; try a smaller "
+                                       "learning rate")
+                        yield Snapshot(run, row, step, total_steps, run.status)
+                        return
                     if step == total_steps:
                         run.status = "finished"
                         run.message = f"finished {total_steps} steps"

@@ -140,12 +140,22 @@ def test_huge_learning_rate_diverges_without_exception(digits):
     snapshots = list(train_iter(cfg, data=digits))
     run = snapshots[-1].run
     assert run.status == "diverged" == snapshots[-1].status
-    assert snapshots[-1].row is None
+    # Caught either by the batch loss (no row) or by the evaluated loss (a non-finite row).
+    last = snapshots[-1].row
+    assert last is None or not math.isfinite(last["train_loss"])
     assert isinstance(run.diverged_step, int) and 1 <= run.diverged_step < run.total_steps
     assert "diverged" in run.message and str(run.diverged_step) in run.message
-    # Every evaluated step came before the divergence.
-    assert run.history["step"].max() < run.diverged_step
+    assert run.history["step"].max() <= run.diverged_step
     assert train(cfg, data=digits).status == "diverged"
+
+
+def test_blow_up_with_finite_batch_loss_is_diverged(digits):
+    # FA at an absurd lr can keep a finite batch loss while the evaluated loss is not.
+    cfg = RunConfig(rule="fa", optimizer="sgd", lr=1e12, epochs=3, eval_every=1,
+                    **{**TINY, "hidden": (32,)})
+    run = train(cfg, data=digits)
+    assert run.status == "diverged"
+    assert not all(math.isfinite(v) for v in run.history["train_loss"])
 
 
 # ------------------------------------------- evaluation does not perturb training

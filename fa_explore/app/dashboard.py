@@ -213,7 +213,7 @@ class Dashboard(widgets.VBox):
                                          tooltip="Learning rate (log scale)")
         self.lr.add_class("fx-lr")
         self.batch_size = int_box("batch size", 1, 65536, "fx-batch", "Examples per step")
-        self.epochs = int_box("epochs", 1, 1000, "fx-epochs", "Passes over the training set")
+        self.epochs = int_box("epochs", 1, 100_000, "fx-epochs", "Passes over the training set")
         self.defaults_hint = _hint()
         self.rule_defaults = widgets.Button(
             description="rule defaults", icon="undo", layout=widgets.Layout(width="130px"),
