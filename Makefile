@@ -1,5 +1,6 @@
 # fa_explore developer tasks. Every target sets up .venv on first use.
 #
+#   make app                  serve the dashboard on http://127.0.0.1:8866 (Voila)
 #   make test                 whole test suite (PYTEST_ARGS="-m 'not slow'" for a quick pass)
 #   make train                one training run on digits with progress and final table
 #   make bench                per-step time of every rule vs BP, then accuracy with defaults
@@ -29,7 +30,9 @@ endif
 
 STAMP := $(VENV)/.fa_explore-installed
 
-.PHONY: help install test train bench
+.PHONY: help install app test train bench
+
+APP_PORT ?= 8866
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -43,6 +46,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP) ## create .venv and install torch, then the package with its extras
+
+app: $(STAMP) ## serve the dashboard with Voila on http://127.0.0.1:$(APP_PORT)
+	$(VENV)/bin/voila apps/alignment_dashboard.ipynb --no-browser \
+		--port=$(APP_PORT) --Voila.ip=127.0.0.1
 
 test: $(STAMP) ## run the whole test suite
 	@# pytest's exit code 5 means "no tests collected": not a failure of the code.

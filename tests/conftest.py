@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing when pytest runs things in parallel.
-torch.set_num_threads(int(os.environ.get("FA_EXPLORE_TEST_THREADS", "2")))
+# Test nets are tiny: one thread avoids thread start-up and oversubscription costs.
+torch.set_num_threads(int(os.environ.get("FA_EXPLORE_TEST_THREADS", "1")))
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,8 @@ def flat_params(model):
 def loss_with_vector(model, vector, x, y):
     """Cross-entropy of a copy of ``model`` holding the parameters ``vector``."""
     clone = copy.deepcopy(model)
-    vector_to_parameters(torch.as_tensor(vector, dtype=flat_params(model).dtype), clone.parameters())
+    dtype = next(model.parameters()).dtype
+    vector_to_parameters(torch.as_tensor(vector, dtype=dtype), clone.parameters())
     with torch.no_grad():
         return F.cross_entropy(clone(x), y).item()
 

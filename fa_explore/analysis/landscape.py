@@ -23,7 +23,9 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 # Memory the grid evaluation may use per vmapped chunk (parameters + activations).
-SURFACE_CHUNK_BYTES = 256 * 2**20
+# On a CPU, chunks that stay in cache are fastest (measured: 16 MB beats 256 MB by
+# 2x for the digits net); a GPU wants large batches.
+SURFACE_CHUNK_BYTES = {"cpu": 16 * 2**20, "cuda": 1024 * 2**20}
 # Directions whose variance is below this fraction of the total are numerically
 # arbitrary (a trajectory that moved along fewer than two directions).
 DEGENERATE_VARIANCE = 1e-12
@@ -205,14 +207,15 @@ def _activation_numel(model: nn.Module, x: torch.Tensor) -> int:
 @torch.no_grad()
 def loss_surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pca: TrajectoryPCA,
                  resolution: int = 25, margin: float = 0.5,
-                 chunk_bytes: int = SURFACE_CHUNK_BYTES) -> LossSurface:
+                 chunk_bytes: int | None = None) -> LossSurface:
     """Mean cross-entropy of ``model`` on ``(x, y)`` over the plane of ``pca``.
 
     The grid covers the trajectory's coordinates widened by ``margin`` times
     their range on each side. Each grid point's parameters
     ``center + a·d₁ + b·d₂`` are laid out as ``model.named_parameters()`` (the
     order the trajectory flattens them in) and evaluated with ``functional_call``,
-    vmapped over chunks of grid points sized to ``chunk_bytes``. The work happens
+    vmapped over chunks of grid points sized to ``chunk_bytes`` (default: per
+    device, :data:`SURFACE_CHUNK_BYTES`). The work happens
     on a copy of the model, so the model itself is neither changed nor
     borrowed (a training thread may keep using it).
     """
@@ -266,6 +269,8 @@ def loss_surface(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pca: Trajec
     a_all = torch.as_tensor(grid_a.ravel(), device=device, dtype=dtype)
     b_all = torch.as_tensor(grid_b.ravel(), device=device, dtype=dtype)
     per_point = (n_params + _activation_numel(evaluator, x)) * reference.element_size()
+    if chunk_bytes is None:
+        chunk_bytes = SURFACE_CHUNK_BYTES.get(device.type, SURFACE_CHUNK_BYTES["cpu"])
     chunk = max(1, min(len(a_all), chunk_bytes // max(1, per_point)))
 
     losses = []

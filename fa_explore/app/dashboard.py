@@ -612,8 +612,8 @@ class Dashboard(widgets.VBox):
         self._sync_controls()
         if session.run is None:  # empty plots follow the settings (layers, 2-D or not)
             self._request_render()
-        notes = [n for n in (note, "The run was stopped; press Train to start a new one."
-                             if stopped else "") if n]
+        notes = [n for n in (note, f"{what} changed: the run was stopped; press Train to "
+                             "start a new one." if stopped else "") if n]
         self._set_notice(" ".join(notes))
         self._show_status()
 

@@ -35,8 +35,10 @@ class FGW(Rule):
     description = ("Forward gradient, weight perturbation: one random direction over all "
                    "weights, its directional derivative from forward-mode AD, no backward pass.")
     paper = "Baydin et al. 2022, arXiv:2202.08587 (FG-W in Ren et al. 2023, ICLR)"
-    # Measured on digits, MLP 64-128-128-10: ~80% test accuracy in ~4 s (see the tests).
-    defaults = {"optimizer": "adam", "lr": 3e-4, "batch_size": 32, "epochs": 30}
+    # Digits, MLP 64-128-128-10 (26k parameters): ~86% test accuracy (seeds 0-2) in a
+    # few seconds. Adam keeps the step size bounded whatever the noise (plain SGD
+    # diverges just above lr 1e-3); many cheap steps matter more than big batches.
+    defaults = {"optimizer": "adam", "lr": 2e-3, "batch_size": 64, "epochs": 100}
     feedback_kind = "none"
 
     def forward_gradient(self, model, x: torch.Tensor, y: torch.Tensor) -> WeightForwardGradient:

@@ -11,14 +11,30 @@ from ..models import init_weight_
 from .base import Rule, input_grad, layer_forward, weight_grads
 
 
+def through_population_is_cheaper(rows: int, n_out: int, n_extra: int, fan_in: int) -> bool:
+    """Whether the backward should go through the extra population (``ē = δ P``, then
+    ``ē R`` and ``grad R = ēᵀ h``) rather than through the product (``δ (P R)`` and
+    ``grad R = Pᵀ grad W``). Both give identical numbers; this compares their
+    multiply-adds. ``rows`` = batch × output positions, ``fan_in`` = one row of ``R``.
+    Through the population each row costs ``N̄·(N_out + 2·fan_in)``; the product costs
+    ``2·N_out·N̄·fan_in`` once plus the layer's own backward. Wide linear layers with
+    modest batches go through the population (forming ``P R`` would cost ``k`` times
+    their backward); convolutions, whose rows are batch × positions, and narrow
+    output layers go through the product."""
+    through_population = rows * n_extra * (n_out + 2 * fan_in)
+    through_product = n_out * fan_in * (2 * n_extra + rows)
+    return through_population <= through_product
+
+
 class ProductFeedbackLayer(torch.autograd.Function):
     """Forward as the layer; backward through the product pathway ``P`` then ``R``.
 
     ``ē = δ P`` (the extra population's error; for a convolution ``P`` mixes
     channels at every position), ``grad_input = ē R`` (for a convolution the
     transposed convolution of ``ē`` with the kernel ``R``). ``W`` and ``b`` get the
-    local update ``δᵀ h`` and ``R`` gets ``ēᵀ h``. ``P R`` is never formed: that
-    would cost ``k`` times the flops of the layer's own backward.
+    local update ``δᵀ h`` and ``R`` gets ``ēᵀ h = Pᵀ (δᵀ h)``. Which way round the
+    products are taken is chosen per layer for speed
+    (:func:`through_population_is_cheaper`); the result is the same.
     """
 
     @staticmethod
@@ -32,22 +48,27 @@ class ProductFeedbackLayer(torch.autograd.Function):
         x, p, r = ctx.saved_tensors
         layer = ctx.layer
         need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
+        n_out, n_extra = p.shape
+        rows = grad_out.numel() // n_out
         is_linear = isinstance(layer, nn.Linear)
+        # ēᵀh is a plain matmul only for linear layers; for a convolution Pᵀ (δᵀh),
+        # the same sum over batch and positions, is also the cheaper one.
+        population = is_linear and through_population_is_cheaper(
+            rows, n_out, n_extra, r[0].numel())
         grad_w = grad_b = grad_x = grad_r = None
-        if need_w or need_b or (need_r and not is_linear):
+        if need_w or need_b or (need_r and not population):
             grad_w, grad_b = weight_grads(layer, grad_out, x, need_b)
-        if need_x or (need_r and is_linear):
-            # The extra population's error: δ mixed over output neurons/channels by P.
-            extra_error = grad_out @ p if is_linear else torch.einsum(
-                "bo...,on->bn...", grad_out, p)
+        if population:
+            extra_error = grad_out @ p  # ē: the extra population's error
             if need_x:
                 grad_x = input_grad(layer, extra_error, x, r)
-        if need_r:
-            if is_linear:
+            if need_r:
                 grad_r = extra_error.t() @ x
-            else:
-                # ēᵀh summed over batch and positions equals Pᵀ (δᵀh) exactly, and the
-                # latter costs C_out/(batch·positions) of it.
+        else:
+            if need_x:
+                product = (p @ r.flatten(1)).view(n_out, *r.shape[1:])
+                grad_x = input_grad(layer, grad_out, x, product)
+            if need_r:
                 grad_r = (p.t() @ grad_w.flatten(1)).view_as(r)
         return grad_x, (grad_w if need_w else None), grad_b, grad_r, None, None
 

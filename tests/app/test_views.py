@@ -1,7 +1,6 @@
 """fa_explore.app.views: pure figure builders with stable traces for in-place updates."""
 
 import json
-import math
 import subprocess
 import sys
 
@@ -145,7 +144,8 @@ def test_alignment_without_angle_columns_keeps_its_traces(frame):
 
 
 def test_alignment_with_pinned_runs():
-    pinned = [PinnedRun("rule=bp", history()), PinnedRun("rule=dfa", history(weight_angle_layers=()))]
+    pinned = [PinnedRun("rule=bp", history()),
+              PinnedRun("rule=dfa", history(weight_angle_layers=()))]
     fig = views.alignment_figure(history(), N_LAYERS, pinned)
     check_serialises(fig)
     per_run = 2 * N_LAYERS

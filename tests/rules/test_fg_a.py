@@ -122,5 +122,6 @@ def test_probe_grads_restores_the_generator():
 
 
 def test_learns_digits():
-    # Default optimizer, lr and batch; fewer epochs than the default run.
-    assert learns("fg_a", epochs=5) > 0.7
+    # Default optimizer, lr and batch, 5 of the 20 default epochs: measured 92.5%
+    # (chance is 10%; the full default run reaches ~96.5%).
+    assert learns("fg_a", epochs=5) > 0.8

@@ -113,5 +113,6 @@ def test_probe_grads_restores_the_generator():
 
 
 def test_learns_digits():
-    # Default optimizer, lr and batch; fewer epochs than the default run.
-    assert learns("fg_w", epochs=30) > 0.5
+    # Default optimizer, lr and batch, 40 of the 100 default epochs: measured 71.7%
+    # (chance is 10%; the full default run reaches ~86%).
+    assert learns("fg_w", epochs=40) > 0.5

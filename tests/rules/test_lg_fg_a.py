@@ -145,5 +145,6 @@ def test_probe_grads_restores_the_generator_and_the_heads():
 
 
 def test_learns_digits():
-    # Default optimizer, lr and batch; fewer epochs than the default run.
-    assert learns("lg_fg_a", epochs=5) > 0.7
+    # Default optimizer, lr and batch, 5 of the 20 default epochs: measured 89.7%
+    # (chance is 10%; the full default run reaches ~96%).
+    assert learns("lg_fg_a", epochs=5) > 0.75

@@ -7,11 +7,31 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build
+from fa_explore.rules import pfa as pfa_module
 from fa_explore.metrics import norm_ratio, weight_angle
 from fa_explore.rules.base import feedback_call
 from fa_explore.training import make_optimizers
 from feedback_checks import assert_all_equal, batch, bp_grads, rule_grads, sgd_steps
 from product_checks import align_paths, bp_deltas, float64_pair, local_r_grad, set_r
+
+
+@pytest.fixture(params=["population", "product"])
+def route(request, monkeypatch):
+    """Run a linear layer's backward through the extra population (ē = δ P) or through
+    the product P R; the rule picks the cheaper, and both must give the same numbers."""
+    monkeypatch.setattr(pfa_module, "through_population_is_cheaper",
+                        lambda *shape: request.param == "population")
+    return request.param
+
+
+def test_route_choice_follows_the_multiply_adds():
+    # 784-512-512-10 with batch 128, k = 10: the wide hidden layer goes through the
+    # population (forming P R would cost 2.7 GMAC, the population 1.0), the 10-way output
+    # layer through the product.
+    assert pfa_module.through_population_is_cheaper(128, 512, 5120, 512)
+    assert not pfa_module.through_population_is_cheaper(128, 10, 100, 512)
+    # A 5x5 convolution on a 14x14 map: batch × positions rows make the product cheaper.
+    assert not pfa_module.through_population_is_cheaper(64 * 196, 32, 320, 16 * 25)
 
 
 def test_shapes_defaults_and_no_feedback_for_the_first_layer():
@@ -33,7 +53,7 @@ def test_shapes_defaults_and_no_feedback_for_the_first_layer():
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_equals_bp_when_the_path_equals_the_weights(kind):
+def test_equals_bp_when_the_path_equals_the_weights(kind, route):
     model, rule = float64_pair("pfa", kind)
     align_paths(model, rule)
     for l in range(1, model.n_layers):
@@ -45,7 +65,7 @@ def test_equals_bp_when_the_path_equals_the_weights(kind):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_r_learns_the_local_rule_which_is_p_transposed_times_grad_w(kind):
+def test_r_learns_the_local_rule_which_is_p_transposed_times_grad_w(kind, route):
     model, rule = float64_pair("pfa", kind)
     align_paths(model, rule)  # then the rule's δ_l are BP's, which autograd gives us
     x, y = batch(model)
@@ -62,7 +82,7 @@ def test_r_learns_the_local_rule_which_is_p_transposed_times_grad_w(kind):
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5])
-def test_backward_uses_the_effective_feedback(kind, sparsity):
+def test_backward_uses_the_effective_feedback(kind, sparsity, route):
     # The gradients equal those of a plain feedback-matrix backward through P R (masked),
     # with R unrelated to W (its random start, moved by a few steps).
     model, rule = float64_pair("pfa", kind, feedback_sparsity=sparsity)
@@ -79,7 +99,7 @@ def test_backward_uses_the_effective_feedback(kind, sparsity):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_sparsity_masks_p_and_r(kind):
+def test_sparsity_masks_p_and_r(kind, route):
     p_sparse = 0.5
     model, rule = float64_pair("pfa", kind, feedback_sparsity=p_sparse)
     x, y = batch(model)
