@@ -392,22 +392,24 @@ def boundary_figure(grid: DecisionGrid | None, x2d, y, class_names: Sequence[str
 
 # ------------------------------------------------------------------ weights
 def weights_figure(weight: np.ndarray | torch.Tensor | None,
-                   feedback: np.ndarray | torch.Tensor | None, layer: int,
+                   feedback: np.ndarray | torch.Tensor | None, layer: int | None,
                    max_points: int = 5000, *, uirevision: str | None = None) -> go.Figure:
     """Each forward weight against the feedback weight that stands in for it
     (a seeded subsample of ``max_points``), with the line y = x.
 
     Points along a line through the origin mean aligned feedback; a round
-    cloud means none. ``layer`` is 1-based, as in the history columns. Traces:
-    the weights, the y = x line.
+    cloud means none. ``layer`` is 1-based, as in the history columns (None: no
+    layer chosen yet). Traces: the weights, the y = x line.
     """
-    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
-        raise ValueError(f"layer must be an integer >= 1 (1-based); got {layer!r}")
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int)
+                              or layer < 1):
+        raise ValueError(f"layer must be None or an integer >= 1 (1-based); got {layer!r}")
     w = None if weight is None else _numpy(weight).astype(float)
     b = None if feedback is None else _numpy(feedback).astype(float)
     if w is not None and b is not None and w.shape != b.shape:
         raise ValueError(f"feedback must have the weight's shape {w.shape}; got {b.shape}")
-    title = f"Layer {layer}: feedback vs forward weights"
+    title = ("Feedback vs forward weights" if layer is None
+             else f"Layer {layer}: feedback vs forward weights")
     xs = ys = np.empty(0)
     line = np.empty(0)
     if w is not None and b is not None:
@@ -435,9 +437,11 @@ def weights_figure(weight: np.ndarray | torch.Tensor | None,
     fig.update_layout(showlegend=False)
     if w is None:
         _placeholder(fig, "Train a model to compare its forward and feedback weights.")
+    elif b is None and layer == 1:
+        _placeholder(fig, "Layer 1 has no feedback matrix: no error is sent back into the input.")
     elif b is None:
-        _placeholder(fig, "Layer 1 has no feedback matrix: no error is sent back into the input."
-              if layer == 1 else
-              f"Layer {layer} has no feedback matrix standing in for W:<br>this rule sends "
-              "the error straight to each layer,<br>or estimates the gradient forward.")
+        which = "This layer" if layer is None else f"Layer {layer}"
+        _placeholder(fig, f"{which} has no feedback matrix standing in for W:<br>this rule "
+                          "sends the error straight to each layer,<br>or estimates the "
+                          "gradient forward.")
     return fig

@@ -291,6 +291,7 @@ def test_weights_title_gives_the_angle():
     (1, np.ones((3, 2)), "no error is sent back"),
     (3, np.ones((3, 2)), "no feedback matrix"),
     (2, None, "Train a model"),
+    (None, None, "Train a model"),  # no layer chosen yet
 ])
 def test_weights_without_feedback_explain_why(layer, weight, expected):
     fig = views.weights_figure(weight, None, layer)
@@ -302,8 +303,9 @@ def test_weights_without_feedback_explain_why(layer, weight, expected):
 def test_weights_reject_bad_input():
     with pytest.raises(ValueError, match="shape"):
         views.weights_figure(np.ones((2, 3)), np.ones((3, 2)), 2)
-    with pytest.raises(ValueError, match="layer"):
-        views.weights_figure(np.ones((2, 3)), np.ones((2, 3)), 0)
+    for layer in (0, 1.5, True):
+        with pytest.raises(ValueError, match="layer"):
+            views.weights_figure(np.ones((2, 3)), np.ones((2, 3)), layer)
 
 
 # --------------------------------------------------------------------- all
