@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build
-from fa_explore.rules import pfa as pfa_module
 from fa_explore.metrics import norm_ratio, weight_angle
+from fa_explore.rules import pfa as pfa_module
 from fa_explore.rules.base import feedback_call
 from fa_explore.training import make_optimizers
 from feedback_checks import assert_all_equal, batch, bp_grads, rule_grads, sgd_steps
