@@ -44,12 +44,19 @@ def plain_message(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def _users(attribute: str) -> str:
-    return ", ".join(name for name, cls in RULES.items() if getattr(cls, attribute))
+# The rule attribute that says whether a rule uses each rule-dependent setting.
+USES_ATTRIBUTE = {"init_angle": "uses_init_angle", "feedback_sparsity": "uses_feedback_sparsity",
+                  "expansion_ratio": "uses_expansion_ratio"}
+
+
+def rules_using(setting: str) -> list[str]:
+    """The registered rules that use ``setting`` (a key of :data:`USES_ATTRIBUTE`)."""
+    return [name for name, cls in RULES.items() if getattr(cls, USES_ATTRIBUTE[setting])]
 
 
 def disabled_reasons(config: RunConfig) -> dict[str, str | None]:
-    """For each rule-dependent control, why it is disabled (None when it applies)."""
+    """For each rule-dependent control, why it is disabled (None when it applies),
+    in one short sentence (:func:`rules_using` says which rules do use it)."""
     rule = RULES[config.rule]
     no_feedback = {"none": "it has no feedback weights",
                    "direct": "its feedback goes straight from the output error to each layer",
@@ -57,14 +64,11 @@ def disabled_reasons(config: RunConfig) -> dict[str, str | None]:
                        rule.feedback_kind, "it does not use this setting")
     reasons: dict[str, str | None] = {}
     reasons["init_angle"] = None if rule.uses_init_angle else (
-        f"Not used by {rule.name}: {no_feedback}. Rules with an initial angle: "
-        f"{_users('uses_init_angle') or 'none'}.")
+        f"Not used by {rule.name}: {no_feedback}.")
     reasons["feedback_sparsity"] = None if rule.uses_feedback_sparsity else (
-        f"Not used by {rule.name}: {no_feedback}. Rules with sparse feedback: "
-        f"{_users('uses_feedback_sparsity') or 'none'}.")
+        f"Not used by {rule.name}: {no_feedback}.")
     reasons["expansion_ratio"] = None if rule.uses_expansion_ratio else (
-        f"Not used by {rule.name}: only the product feedback rules have an expansion "
-        f"ratio ({_users('uses_expansion_ratio') or 'none installed'}).")
+        f"Not used by {rule.name}: only product feedback rules have one.")
     supported = [m for m in MODELS if m in rule.models]
     reasons["model"] = None if len(supported) > 1 else (
         f"{rule.name} trains only the {supported[0].upper()}.")

@@ -26,7 +26,7 @@ from ..rules import RULES
 from . import views
 from .controls import (RULE_DEFAULT_CHOICE, RULE_DEFAULT_FIELDS, change_config, config_from_query,
                        dataset_choices, device_choices, disabled_reasons,
-                       expansion_choices, model_choices, plain_message)
+                       expansion_choices, model_choices, plain_message, rules_using)
 from .linkbox import CopyLink
 from .plotview import PlotlyView
 from .session import TrainingSession, format_seconds, log
@@ -370,7 +370,8 @@ class Dashboard(widgets.VBox):
             self.dataset_info.value = html.escape(getattr(spec, "description", ""))
             self.model.options = model_choices(cfg)
             self.model.value = cfg.model
-            self._apply_reason(self.model, self.model_hint, reasons["model"])
+            self._apply_reason(self.model, self.model_hint, reasons["model"],
+                               "MLP: fully connected. CNN: convolutions, then the MLP layers")
             uniform = len(set(cfg.hidden)) <= 1
             self.depth.value = max(self.depth.min, min(self.depth.max, len(cfg.hidden)))
             self.width.value = cfg.hidden[0] if cfg.hidden else self.width.value
@@ -385,17 +386,25 @@ class Dashboard(widgets.VBox):
                 self.angle.value = cfg.init_angle
             self.angle_random.disabled = angle_reason is not None
             self.angle.disabled = angle_reason is not None or cfg.init_angle is None
-            self.angle.tooltip = angle_reason or (
-                "Tick off 'random feedback' to set the angle" if cfg.init_angle is None
+            used_by = f" Used by: {', '.join(rules_using('init_angle'))}."
+            self.angle.tooltip = (angle_reason + used_by) if angle_reason else (
+                "Untick 'random feedback' to set the angle" if cfg.init_angle is None
                 else "Angle (degrees) between each feedback matrix and its forward weights "
                      "at the start")
+            self.angle_random.tooltip = (angle_reason + used_by) if angle_reason else (
+                "Off: start each feedback matrix at the chosen angle to its forward "
+                "weights (soft initial alignment)")
             self.angle_hint.value = html.escape(angle_reason or "")
 
             self.sparsity.value = cfg.feedback_sparsity
-            self._apply_reason(self.sparsity, self.sparsity_hint, reasons["feedback_sparsity"])
+            self._apply_reason(self.sparsity, self.sparsity_hint, reasons["feedback_sparsity"],
+                               "Fraction of feedback weights set to zero",
+                               rules_using("feedback_sparsity"))
             self.expansion.options = expansion_choices(cfg)
             self.expansion.value = cfg.expansion_ratio or RULE_DEFAULT_CHOICE
-            self._apply_reason(self.expansion, self.expansion_hint, reasons["expansion_ratio"])
+            self._apply_reason(self.expansion, self.expansion_hint, reasons["expansion_ratio"],
+                               "PFA: width multiple of the intermediate feedback layer",
+                               rules_using("expansion_ratio"))
 
             self.optimizer.value = resolved.optimizer
             self.lr.value = resolved.lr
@@ -414,10 +423,13 @@ class Dashboard(widgets.VBox):
         self._sync_plot_grid()
 
     @staticmethod
-    def _apply_reason(control: widgets.Widget, hint: widgets.HTML, reason: str | None) -> None:
+    def _apply_reason(control: widgets.Widget, hint: widgets.HTML, reason: str | None,
+                      help_text: str, used_by: list[str] | None = None) -> None:
+        """Enable the control, or disable it and show why (the tooltip also says
+        which rules use it)."""
         control.disabled = reason is not None
-        if reason is not None:
-            control.tooltip = reason
+        users = f" Used by: {', '.join(used_by)}." if used_by else ""
+        control.tooltip = help_text if reason is None else reason + users
         hint.value = html.escape(reason or "")
 
     def _sync_layer_choices(self) -> None:

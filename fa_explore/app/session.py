@@ -124,6 +124,7 @@ class TrainingSession:
         self._started_at = 0.0
         self._paused_total = 0.0
         self._paused_since: float | None = None
+        self._ended_at: float | None = None
         self._step, self._total_steps = 0, 0
         self._run_ids = 0
 
@@ -139,7 +140,7 @@ class TrainingSession:
         return list(self._threads)
 
     def progress(self) -> Progress:
-        now = self._paused_since or time.perf_counter()
+        now = self._ended_at or self._paused_since or time.perf_counter()
         elapsed = max(0.0, now - self._started_at - self._paused_total) if self._started_at else 0.0
         return Progress(self._step, self._total_steps, elapsed)
 
@@ -172,6 +173,7 @@ class TrainingSession:
                 self._step, self._total_steps = 0, 0
                 self._started_at, self._paused_total, self._paused_since = (
                     time.perf_counter(), 0.0, None)
+                self._ended_at = None
                 self._set_status(generation, "running", "loading data and building the model")
             worker = threading.Thread(
                 target=self._work, args=(generation, self.config, stop_event, resume_event),
@@ -321,8 +323,8 @@ class TrainingSession:
 
     def warm_up(self) -> threading.Thread:
         """Do the slow first-time work in a background thread (imports that the
-        first optimizer and the landscape trigger, loading the configured data),
-        so the first Train shows points within about a second."""
+        first optimizer and the landscape trigger, loading the configured data,
+        one evaluation), so the first Train shows points within about a second."""
 
         def work() -> None:
             try:
@@ -331,7 +333,12 @@ class TrainingSession:
                 from ..analysis import trajectory_pca  # noqa: F401 - imports sklearn
 
                 if dataset_available(DATASETS[self.config.dataset]):
-                    self._load_data(self.config)
+                    data = self._load_data(self.config)
+                    # One evaluation (no training step) runs the first backward
+                    # (autograd starts its threads) and the rule's code paths.
+                    snapshots = train_iter(self.config, data)
+                    next(snapshots)
+                    snapshots.close()
             except Exception:  # noqa: BLE001 - the run itself will report it
                 log.exception("warm-up failed")
 
@@ -374,6 +381,12 @@ class TrainingSession:
                 if stop_event.is_set():
                     break
             snapshots.close()
+            with self._emit_lock:
+                if generation == self.generation:  # freeze the clock of this run
+                    self._ended_at = time.perf_counter()
+                    if self._paused_since is not None:  # stopped while paused
+                        self._paused_total += self._ended_at - self._paused_since
+                        self._paused_since = None
             status, message = self._outcome(run, stop_event)
             self._set_status(generation, status, message)
         except Exception as exc:  # noqa: BLE001 - shown in plain words, logged in full
@@ -382,6 +395,8 @@ class TrainingSession:
         finally:
             if snapshots is not None:
                 snapshots.close()
+            if generation == self.generation and self._ended_at is None:
+                self._ended_at = time.perf_counter()
             landscape_done.set()
 
     def _outcome(self, run: Run | None, stop_event: threading.Event) -> tuple[str, str]:

@@ -10,7 +10,8 @@ from torch.func import jvp
 
 from .base import Rule, weight_grads
 
-# a_l -> (per-example losses whose sum is the loss, a tuple of extra primal outputs)
+# a_l -> (per-example losses ℓ_n, the batch loss being Σ_n ℓ_n / B; a tuple of extra
+# primal outputs the caller wants to keep)
 ExampleLosses = Callable[[torch.Tensor], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 
 
@@ -59,6 +60,14 @@ def record_forward(model, x: torch.Tensor):
     return logits, inputs, outputs
 
 
+class _Reached(Exception):
+    """Carries a layer's input out of the model's forward (``run_from(stop=...)``)."""
+
+    def __init__(self, h: torch.Tensor):
+        super().__init__()
+        self.h = h
+
+
 def run_from(model, x: torch.Tensor, layer: int, a: torch.Tensor, stop: int | None = None):
     """The model's forward with ``a`` in place of ``a_layer``; nothing below ``layer``
     is recomputed (those layers run on an empty batch, so that the model's own code
@@ -77,14 +86,6 @@ def run_from(model, x: torch.Tensor, layer: int, a: torch.Tensor, stop: int | No
         return model(x[:0], call)
     except _Reached as reached:
         return reached.h
-
-
-class _Reached(Exception):
-    """Carries a layer's input out of the model's forward (``run_from(stop=...)``)."""
-
-    def __init__(self, h: torch.Tensor):
-        super().__init__()
-        self.h = h
 
 
 class FGA(Rule):
@@ -123,10 +124,13 @@ class FGA(Rule):
             logits, inputs, outputs = record_forward(model, x)
             perturbations, derivatives, extras = [], [], []
             # One jvp per hidden layer, the perturbation injected at that layer only.
-            # A single jvp with every u_l at once would give d = Σ_k (∂L/∂a_k)·u_k, and
-            # each layer's δ_l = d u_l would then carry every other layer's noise terms
-            # (the derivative of the whole network, not of a_l), so the variance would
-            # grow with the neuron count of the whole net instead of that layer's.
+            # A single jvp with every u_k injected at once returns one number per
+            # example, d = Σ_k (∂L/∂a_k)·u_k (the chain rule sums what each u_k does
+            # to the loss): δ_l = d u_l would carry the cross terms (∂L/∂a_k·u_k) u_l
+            # of every other layer, zero-mean but adding the whole network's neuron
+            # count to layer l's variance, and d would no longer be the reference's
+            # d_l. The jvp starts from the stored a_l, so the layers below are not
+            # recomputed; its primal output (the layers above) is the price of jvp.
             for layer in range(model.n_layers - 1):
                 u = self.randn(*outputs[layer].shape, like=outputs[layer])
                 _, derivative, extra = jvp(self.hidden_losses(model, x, y, outputs, layer),

@@ -7,7 +7,7 @@ from fa_explore import DATASETS, RULES, RunConfig
 from fa_explore.app.controls import (RULE_DEFAULT_CHOICE, change_config, config_from_query,
                                      dataset_available, dataset_choices, device_choices,
                                      difference_labels, disabled_reasons, expansion_choices,
-                                     model_choices, plain_message)
+                                     model_choices, plain_message, rules_using)
 
 
 @pytest.mark.parametrize("name", list(RULES))
@@ -23,10 +23,12 @@ def test_disabled_reasons_follow_the_rule_attributes(name):
             assert name in reason and len(reason) > 20, key
 
 
-def test_reasons_name_the_rules_that_do_use_the_setting():
-    users = [n for n, c in RULES.items() if c.uses_init_angle]
-    reason = disabled_reasons(RunConfig(rule="bp"))["init_angle"]
-    assert all(u in reason for u in users)
+def test_rules_using_a_setting_come_from_the_rule_attributes():
+    assert rules_using("init_angle") == [n for n, c in RULES.items() if c.uses_init_angle]
+    assert rules_using("feedback_sparsity") == [n for n, c in RULES.items()
+                                                if c.uses_feedback_sparsity]
+    assert rules_using("expansion_ratio") == [n for n, c in RULES.items()
+                                              if c.uses_expansion_ratio]
 
 
 @pytest.mark.parametrize("name", list(RULES))

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from fa_explore import Run, RunConfig
+from fa_explore import Run, RunConfig, train_iter
 from fa_explore.app.session import TrainingSession
 
 # Tiny runs: 200 training examples, one hidden layer of 16.
@@ -249,3 +249,17 @@ def test_export_saves_the_run_and_the_figures(session, tmp_path):
     loaded = Run.load(folder)
     assert loaded.config == session.run.config.replace(device="cpu")  # load() picks the cpu
     assert len(loaded.rows) == len(session.run.rows)
+
+
+def test_train_iter_should_stop_ends_the_run_between_two_steps():
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) == 7  # asked before step 7: six steps were taken
+
+    snapshots = list(train_iter(QUICK.replace(eval_every=4), should_stop=should_stop))
+    last = snapshots[-1]
+    assert last.status == last.run.status == "stopped" and last.row is None
+    assert last.step == 6 and len(calls) == 7
+    assert [s.step for s in snapshots[:-1]] == [0, 4]  # evaluations before the stop

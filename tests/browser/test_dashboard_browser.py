@@ -213,6 +213,19 @@ def test_a_2d_run_to_the_end_draws_the_decision_regions(dashboard, artifacts, ca
         " return g && g._fullData[0].z && g._fullData[0].z.length > 0; }", timeout=30_000)
     wait_points(page, ".fx-plot-landscape")  # the last landscape, at the end of the run
     assert "test accuracy" in status_text(page)
+    # Pin it, train another rule: the pinned curves stay as faint extra traces.
+    page.click(".fx-pin")
+    page.wait_for_function(
+        "() => document.querySelector('.fx-status').textContent.includes('pinned run 1')",
+        timeout=30_000)
+    page.select_option(".fx-rule select", label=rule_label("bp"))
+    wait_link(page, "rule=bp")
+    page.click(".fx-train")
+    wait_state(page, "finished")
+    page.wait_for_function(
+        f"() => ({POINTS_JS})('.fx-plot-curves').length === 8", timeout=30_000)
+    legend = page.evaluate("() => document.querySelector('.fx-plot-curves .legend').textContent")
+    assert "rule=" in legend  # the pinned run is labelled by what differs
     path = artifacts / "dashboard-2d-finished.png"
     page.screenshot(path=str(path), full_page=True)
     with capsys.disabled():
