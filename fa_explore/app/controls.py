@@ -198,12 +198,16 @@ def format_value(value: Any) -> str:
 
 def difference_labels(configs: list[RunConfig]) -> list[str]:
     """One legend label per config naming only the settings that differ between
-    them (after filling in rule defaults), e.g. ``rule=fa, lr=0.01``."""
+    them, e.g. ``rule=fa, lr=0.01``. Values are compared with rule defaults
+    filled in; a hyperparameter left to the rule's default in every config
+    follows the rule and is not named on its own."""
     if not configs:
         return []
     dicts = [c.resolve().to_dict() for c in configs]
+    follows_rule = {name for name in RULE_DEFAULT_FIELDS
+                    if all(getattr(c, name) is None for c in configs)}
     differing = [name for name in dicts[0]
-                 if name not in UNCOMPARED_FIELDS
+                 if name not in UNCOMPARED_FIELDS and name not in follows_rule
                  and any(d[name] != dicts[0][name] for d in dicts[1:])]
     labels = []
     for index, d in enumerate(dicts, start=1):

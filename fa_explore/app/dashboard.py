@@ -11,7 +11,6 @@ from a renderer thread). Use it in JupyterLab with ``Dashboard()`` or as a page 
 from __future__ import annotations
 
 import html
-import math
 import os
 import threading
 import time
@@ -64,7 +63,6 @@ _CSS = """
 .fx-toolbar .widget-button { font-weight: 600; }
 .fx-plot { border: 1px solid #ececf0; border-radius: 6px; overflow: hidden;
   background: white; }
-.fx-panel-title { font-size: 12px; color: #555; }
 </style>
 """
 
@@ -415,6 +413,10 @@ class Dashboard(widgets.VBox):
                 f"{rule.name}'s defaults" if not chosen else "set: " + ", ".join(chosen))
             self.rule_defaults.disabled = not chosen
             self.seed.value = cfg.seed
+            devices = device_choices()
+            if cfg.device not in [v for _, v in devices]:  # e.g. a link made on a GPU box
+                devices.append((f"{cfg.device} (not available here)", cfg.device))
+            self.device.options = devices
             self.device.value = cfg.device
             self.link.query = cfg.to_query()
         finally:
@@ -549,39 +551,50 @@ class Dashboard(widgets.VBox):
         with self._widget_lock:
             self._show_progress()
 
+    @staticmethod
+    def _show(view: PlotlyView, revision: str, figure: go.Figure) -> None:
+        """Show a figure; zoom and pan survive redraws of one run, not a new run."""
+        figure.update_layout(uirevision=f"{figure.layout.uirevision}|{revision}")
+        view.show(figure)
+
     def _render_empty(self) -> None:
+        revision = "empty"
         cfg = self.session.config
         pinned = self._pinned()
-        self.curves_plot.show(views.curves_figure(None, pinned))
-        self.alignment_plot.show(views.alignment_figure(None, self._n_layers(cfg), pinned))
-        self.landscape_plot.show(views.landscape_figure(None, None))
-        self.weights_plot.show(views.weights_figure(None, None, self.layer.value))
-        self.boundary_plot.show(views.boundary_figure(None, None, None, None))
+        self._show(self.curves_plot, revision, views.curves_figure(None, pinned))
+        self._show(self.alignment_plot, revision,
+                   views.alignment_figure(None, self._n_layers(cfg), pinned))
+        self._show(self.landscape_plot, revision, views.landscape_figure(None, None))
+        self._show(self.weights_plot, revision,
+                   views.weights_figure(None, None, self.layer.value))
+        self._show(self.boundary_plot, revision, views.boundary_figure(None, None, None, None))
 
     def _render_run(self, run) -> None:
         # Runs alongside training: it only reads the model (a torn read of a weight
         # being stepped shows for a tenth of a second at most).
+        revision = f"run{id(run)}"
         history = run.history
         pinned = self._pinned()
         model, rule = run.model, run.rule
-        self.curves_plot.show(views.curves_figure(history, pinned))
-        self.alignment_plot.show(views.alignment_figure(history, model.n_layers, pinned))
+        self._show(self.curves_plot, revision, views.curves_figure(history, pinned))
+        self._show(self.alignment_plot, revision,
+                   views.alignment_figure(history, model.n_layers, pinned))
         if self.layer.options and len(self.layer.options) != max(1, model.n_layers - 1):
             self._sync_layer_choices()
         layer = min(max(1, self.layer.value or 1), model.n_layers)
         weight = model.layers[layer - 1].weight.detach()
         feedback = rule.effective_feedback(model, layer - 1)
-        self.weights_plot.show(views.weights_figure(weight, feedback, layer))
+        self._show(self.weights_plot, revision, views.weights_figure(weight, feedback, layer))
         if not self._landscape_drawn:  # new surface, or a new run without one yet
             pca, surface = self._landscape or (None, None)
             self._landscape_drawn = True
-            self.landscape_plot.show(views.landscape_figure(surface, pca))
+            self._show(self.landscape_plot, revision, views.landscape_figure(surface, pca))
         if DATASETS[run.config.dataset].kind == "2d":
             from ..analysis import decision_grid
 
             data = run.data  # the run's own data: the settings may have moved on
             grid = decision_grid(model, data.x_train, resolution=80)
-            self.boundary_plot.show(views.boundary_figure(
+            self._show(self.boundary_plot, revision, views.boundary_figure(
                 grid, data.x_train, data.y_train, data.class_names))
 
     # ============================================================= handlers
@@ -642,8 +655,8 @@ class Dashboard(widgets.VBox):
     def _on_pause(self, _button) -> None:
         if self.session.status == "paused":
             self.session.resume()
-        else:
-            self.session.pause()
+        elif not self.session.pause():
+            raise ValueError("Nothing to pause yet: the run is still starting.")
 
     def _on_stop(self, _button) -> None:
         if not self.session.stop():
@@ -676,7 +689,8 @@ class Dashboard(widgets.VBox):
                    "alignment": self.alignment_plot.figure,
                    "landscape": self.landscape_plot.figure,
                    "weights": self.weights_plot.figure}
-        if DATASETS[self.session.config.dataset].kind == "2d":
+        run = self.session.run
+        if run is not None and DATASETS[run.config.dataset].kind == "2d":
             figures["boundary"] = self.boundary_plot.figure
         folder = self.session.export(figures=figures)
         self._set_notice(f"Saved the run (run.json, weights.safetensors) and "

@@ -9,7 +9,8 @@ it ignores every later message, which five 5 MB modules on a busy laptop or
 Binder do not make (the plots then never update). Here the widget's state *is*
 the figure (its JSON), so a page that connects late draws the current figure,
 and the browser redraws with ``Plotly.react`` (which keeps the user's zoom,
-through each figure's ``uirevision``). plotly.js travels once, in the state of
+through each figure's ``uirevision``), or draws afresh when the ``uirevision``
+or the kinds of traces change. plotly.js travels once, in the state of
 one widget per dashboard, and is loaded after the widgets have started.
 """
 
@@ -51,13 +52,26 @@ function render({ model, el }) {
   el.appendChild(graph);
   let alive = true;
   let plotly = null;
+  let drawnKey = null;
   const config = { responsive: true, displaylogo: false,
                    modeBarButtonsToRemove: ["select2d", "lasso2d"] };
   const draw = () => {
     if (!alive || !plotly) return;
     let figure;
     try { figure = JSON.parse(model.get("figure_json") || "{}"); } catch (e) { return; }
-    plotly.react(graph, figure.data || [], figure.layout || {}, config);
+    const data = figure.data || [];
+    const layout = figure.layout || {};
+    // Plotly.react keeps state computed for the previous figure (autoranged axes),
+    // right within one run but wrong across a new uirevision or other trace kinds
+    // (e.g. a square-scaled plot drawn over an empty placeholder): start afresh then.
+    const key = JSON.stringify([layout.uirevision ?? null, data.map((t) => t.type)]);
+    if (key !== drawnKey) {
+      plotly.purge(graph);
+      plotly.newPlot(graph, data, layout, config);
+      drawnKey = key;
+    } else {
+      plotly.react(graph, data, layout, config);
+    }
   };
   model.on("change:figure_json", draw);
   // Start loading plotly.js only after this turn, once every widget has started.

@@ -78,6 +78,8 @@ class Progress:
 def format_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "–"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
@@ -106,6 +108,9 @@ class TrainingSession:
         self.message = "pick a rule and press Train"
         self.generation = 0
         self.run: Run | None = None
+        # The config the last run was started with, as asked (rule defaults left
+        # as None): pinned runs are labelled from it.
+        self.run_request: RunConfig | None = None
         self.pinned: list[PinnedEntry] = []
         self.on_status, self.on_snapshot, self.on_landscape = on_status, on_snapshot, on_landscape
         self.landscape_interval = landscape_interval
@@ -126,7 +131,6 @@ class TrainingSession:
         self._paused_since: float | None = None
         self._ended_at: float | None = None
         self._step, self._total_steps = 0, 0
-        self._run_ids = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -170,6 +174,7 @@ class TrainingSession:
                 self._stop_event, self._resume_event = stop_event, resume_event
                 self._stop_reason = ""
                 self.run = None
+                self.run_request = self.config
                 self._step, self._total_steps = 0, 0
                 self._started_at, self._paused_total, self._paused_since = (
                     time.perf_counter(), 0.0, None)
@@ -212,8 +217,7 @@ class TrainingSession:
             self._resume_event.clear()
             with self._emit_lock:
                 self._paused_since = time.perf_counter()
-                self._set_status(self.generation, "paused",
-                                 f"paused at step {self._step}; press Resume to go on")
+                self._set_status(self.generation, "paused", "press Resume to go on")
             return True
 
     def resume(self) -> bool:
@@ -257,7 +261,8 @@ class TrainingSession:
             raise ValueError("Stop the run or let it finish before pinning it.")
         if any(entry.run_id == id(run) for entry in self.pinned):
             raise ValueError("This run is already pinned.")
-        self.pinned.append(PinnedEntry(run.config, run.history, run.status, id(run)))
+        asked = self.run_request if self.run_request is not None else run.config
+        self.pinned.append(PinnedEntry(asked, run.history, run.status, id(run)))
         dropped = ""
         if len(self.pinned) > self.MAX_PINNED:
             self.pinned.pop(0)

@@ -129,6 +129,11 @@ def test_difference_labels_name_only_what_differs():
     default_lr = RunConfig(rule="fa").resolve().lr
     assert labels[0] == f"rule=fa, lr={default_lr:g}"
     assert labels[1].startswith("rule=bp") and labels[2] == "rule=fa, lr=0.01"
+    # Hyperparameters every config leaves to its rule follow the rule: not named.
+    kp_defaults = RULES["kp"].defaults
+    assert kp_defaults  # kp sets its own optimizer and learning rate
+    assert difference_labels([RunConfig(rule="kp"), RunConfig(rule="bp")]) == ["rule=kp",
+                                                                               "rule=bp"]
     # An explicit value equal to the rule default is no difference.
     same = difference_labels([RunConfig(), RunConfig(lr=default_lr)])
     assert same == ["run 1", "run 2"]

@@ -94,6 +94,22 @@ def test_a_link_presets_the_controls(make_dashboard):
     assert "seed=7" in dashboard.link.query
 
 
+def test_a_link_asking_for_an_absent_gpu_opens_and_explains_at_train(make_dashboard,
+                                                                      monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    dashboard = make_dashboard(QUICK + "&device=cuda")
+    assert dashboard.device.value == "cuda"
+    assert "not available" in dict((v, k) for k, v in dashboard.device.options)["cuda"]
+    dashboard.train.click()
+    assert wait_until(lambda: "error" in dashboard.session.status)
+    assert "no CUDA device" in status_text(dashboard)
+    dashboard.device.value = "cpu"  # the dashboard stays usable
+    dashboard.train.click()
+    assert wait_until(lambda: "finished" in status_text(dashboard))
+
+
 def test_a_bad_link_says_so_and_starts_from_defaults(make_dashboard):
     dashboard = make_dashboard("rule=no_such_rule")
     text = status_text(dashboard)
@@ -199,3 +215,21 @@ def test_closing_joins_every_thread():
     dashboard.close()
     assert fx_threads() == []
     assert set(threading.enumerate()) - before == set()
+
+
+def test_plots_redraw_at_most_ten_times_a_second(make_dashboard):
+    # Evaluations every step: far more snapshots than redraws.
+    dashboard = make_dashboard("hidden=[16]&train_size=200&batch_size=20&epochs=10000"
+                               "&eval_every=1")
+    redraws = []
+    dashboard.curves_plot.observe(lambda change: redraws.append(time.perf_counter()),
+                                  names="figure_json")
+    dashboard.train.click()
+    assert wait_until(lambda: len(dashboard.session.run.rows) > 60 if dashboard.session.run
+                      else False)
+    time.sleep(1.0)
+    dashboard.stop.click()
+    snapshots = len(dashboard.session.run.rows)
+    gaps = [b - a for a, b in zip(redraws, redraws[1:])]
+    assert len(redraws) >= 2 and len(redraws) < snapshots
+    assert min(gaps) >= 0.09, gaps

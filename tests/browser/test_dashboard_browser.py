@@ -221,11 +221,22 @@ def test_a_2d_run_to_the_end_draws_the_decision_regions(dashboard, artifacts, ca
     page.select_option(".fx-rule select", label=rule_label("bp"))
     wait_link(page, "rule=bp")
     page.click(".fx-train")
-    wait_state(page, "finished")
+    # 'finished' again, for the new run (the pin note is gone once it started).
+    page.wait_for_function(
+        "() => { const s = document.querySelector('.fx-status').textContent;"
+        " return s.startsWith('finished') && !s.includes('pinned'); }", timeout=TIMEOUT_MS)
     page.wait_for_function(
         f"() => ({POINTS_JS})('.fx-plot-curves').length === 8", timeout=30_000)
-    legend = page.evaluate("() => document.querySelector('.fx-plot-curves .legend').textContent")
-    assert "rule=" in legend  # the pinned run is labelled by what differs
+    # The pinned run is labelled by what differs from the current settings.
+    page.wait_for_function(
+        "() => document.querySelector('.fx-plot-curves .legend').textContent.includes('rule=')",
+        timeout=30_000)
+    # The last redraw: the live run has as many points as the pinned one (same steps),
+    # and the landscape of the new run is drawn.
+    page.wait_for_function(
+        f"() => {{ const n = ({POINTS_JS})('.fx-plot-curves'); return n[0] === n[4]; }}",
+        timeout=30_000)
+    wait_points(page, ".fx-plot-landscape")
     path = artifacts / "dashboard-2d-finished.png"
     page.screenshot(path=str(path), full_page=True)
     with capsys.disabled():
