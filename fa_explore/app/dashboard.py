@@ -572,7 +572,7 @@ class Dashboard(widgets.VBox):
     def _render_run(self, run) -> None:
         # Runs alongside training: it only reads the model (a torn read of a weight
         # being stepped shows for a tenth of a second at most).
-        revision = f"run{id(run)}"
+        revision = f"run{self.session.run_generation}"
         history = run.history
         pinned = self._pinned()
         model, rule = run.model, run.rule

@@ -74,8 +74,9 @@ function render({ model, el }) {
     }
   };
   model.on("change:figure_json", draw);
-  // Start loading plotly.js only after this turn, once every widget has started.
-  setTimeout(() => loadPlotly(model.get("plotly_source")), 50);
+  // Load plotly.js a moment after the first view renders, once every widget has
+  // started (anywidget gives each two seconds; evaluating plotly.js holds the page).
+  setTimeout(() => loadPlotly(model.get("plotly_source")), 250);
   model.on("change:plotly_source", () => loadPlotly(model.get("plotly_source")));
   SHARED.promise.then((P) => { plotly = P; draw(); });
   const resize = new ResizeObserver(() => {

@@ -54,7 +54,7 @@ class PinnedEntry:
     config: RunConfig
     history: pd.DataFrame
     status: str
-    run_id: int
+    generation: int  # of the run: a run is pinned once
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,14 @@ class TrainingSession:
                  on_status: StatusListener | None = None,
                  on_snapshot: SnapshotListener | None = None,
                  on_landscape: LandscapeListener | None = None,
-                 landscape_interval: float | None = 3.0, landscape_first: float = 1.0,
+                 landscape_interval: float | None = 3.0, landscape_first: float = 0.5,
                  landscape_batch: int = 256, landscape_resolution: int = 25):
         self.config = config or RunConfig()
         self.status = "ready"
         self.message = "pick a rule and press Train"
         self.generation = 0
         self.run: Run | None = None
+        self._run_generation = 0  # the generation self.run belongs to
         # The config the last run was started with, as asked (rule defaults left
         # as None): pinned runs are labelled from it.
         self.run_request: RunConfig | None = None
@@ -137,6 +138,11 @@ class TrainingSession:
     def active(self) -> bool:
         """A run is going (running or paused)."""
         return self.status in ACTIVE
+
+    @property
+    def run_generation(self) -> int:
+        """The generation of :attr:`run` (a new number for every run)."""
+        return self._run_generation
 
     def threads(self) -> list[threading.Thread]:
         """This session's threads that are still alive."""
@@ -259,10 +265,10 @@ class TrainingSession:
             raise ValueError("Nothing to pin yet: train a run first.")
         if self.active:
             raise ValueError("Stop the run or let it finish before pinning it.")
-        if any(entry.run_id == id(run) for entry in self.pinned):
+        if any(entry.generation == self._run_generation for entry in self.pinned):
             raise ValueError("This run is already pinned.")
         asked = self.run_request if self.run_request is not None else run.config
-        self.pinned.append(PinnedEntry(asked, run.history, run.status, id(run)))
+        self.pinned.append(PinnedEntry(asked, run.history, run.status, self._run_generation))
         dropped = ""
         if len(self.pinned) > self.MAX_PINNED:
             self.pinned.pop(0)
@@ -373,7 +379,7 @@ class TrainingSession:
                     with self._emit_lock:
                         if generation != self.generation:
                             return
-                        self.run = run
+                        self.run, self._run_generation = run, generation
                         # ETA counts training time only, not loading and building.
                         self._started_at = time.perf_counter()
                         self._set_status(generation, "running", "training")

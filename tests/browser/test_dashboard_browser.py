@@ -156,6 +156,7 @@ def test_pick_rule_and_width_train_then_stop(dashboard, timings, capsys, artifac
     assert "stopped by you" in status_text(page)
     assert not page.locator(".fx-train").is_disabled()
     assert page.locator(".fx-stop").is_disabled()
+    wait_points(page, ".fx-plot-landscape")  # drawn for the stopped run too
     path = artifacts / "dashboard-stopped.png"
     page.screenshot(path=str(path), full_page=True)
     with capsys.disabled():
