@@ -13,6 +13,7 @@ pytest.importorskip("anywidget")
 
 from fa_explore import DATASETS, RULES, RunConfig  # noqa: E402
 from fa_explore.app import Dashboard  # noqa: E402
+from waiting import wait_until
 
 QUICK = "hidden=[16]&train_size=200&batch_size=20&epochs=2"
 LONG = "hidden=[16]&train_size=200&batch_size=20&epochs=10000&eval_every=5"
@@ -25,15 +26,6 @@ ISSUE_CLASSES = ("fx-rule", "fx-dataset", "fx-width", "fx-depth", "fx-angle", "f
 
 def fx_threads():
     return [t for t in threading.enumerate() if t.name.startswith("fx-") and t.is_alive()]
-
-
-def wait_until(predicate, timeout=30.0):
-    end = time.perf_counter() + timeout
-    while time.perf_counter() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def points(view, trace=0):

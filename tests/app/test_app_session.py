@@ -10,6 +10,7 @@ import torch
 
 from fa_explore import Run, RunConfig, train_iter
 from fa_explore.app.session import TrainingSession
+from waiting import wait_until
 
 # Tiny runs: 200 training examples, one hidden layer of 16.
 QUICK = RunConfig(rule="fa", hidden=(16,), train_size=200, batch_size=20, epochs=2)
@@ -51,15 +52,6 @@ def session(recorder):
     yield s
     s.close()
     assert fx_threads() == []
-
-
-def wait_until(predicate, timeout=30.0):
-    end = time.perf_counter() + timeout
-    while time.perf_counter() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_a_run_trains_in_a_worker_and_finishes(session, recorder):

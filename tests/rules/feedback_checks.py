@@ -15,15 +15,18 @@ from fa_explore import RunConfig, build
 MLP_SHAPE, CNN_SHAPE, N_CLASSES = (5,), (1, 8, 8), 4
 
 
-def tiny(rule: str, model: str = "mlp", **fields):
-    """A float64 (model, rule) pair: MLP 5-7-6-4 or CNN 1x8x8 -> conv3 -> conv4 -> 6 -> 4."""
+def tiny_config(rule: str, model: str = "mlp", **fields):
+    """``(cfg, input_shape)`` of the tiny test nets: MLP 5-7-6-4 or
+    CNN 1x8x8 -> conv3 -> conv4 -> 6 -> 4."""
     if model == "mlp":
-        cfg = RunConfig(rule=rule, hidden=fields.pop("hidden", (7, 6)), **fields)
-        shape = MLP_SHAPE
-    else:
-        cfg = RunConfig(rule=rule, model="cnn", channels=(3, 4),
-                        hidden=fields.pop("hidden", (6,)), **fields)
-        shape = CNN_SHAPE
+        return RunConfig(rule=rule, hidden=fields.pop("hidden", (7, 6)), **fields), MLP_SHAPE
+    return RunConfig(rule=rule, model="cnn", channels=(3, 4),
+                     hidden=fields.pop("hidden", (6,)), **fields), CNN_SHAPE
+
+
+def tiny(rule: str, model: str = "mlp", **fields):
+    """A float64 (model, rule) pair of :func:`tiny_config`'s nets."""
+    cfg, shape = tiny_config(rule, model, **fields)
     net, learner = build(cfg, input_shape=shape, n_classes=N_CLASSES, device="cpu")
     return net.double(), learner.double()
 

@@ -7,20 +7,14 @@ import torch
 from fa_explore import RULES, RunConfig
 from fa_explore.models import build_model
 from fa_explore.rules.base import layer_forward
-from feedback_checks import CNN_SHAPE, MLP_SHAPE, N_CLASSES
+from feedback_checks import N_CLASSES, tiny_config
 
 
 def float64_pair(rule: str, model: str = "mlp", **fields):
     """A (model, rule) pair built in float64 from the start, so the rule's draws (an
     orthogonal P's QR above all) are exact in float64, not rounded float32 ones.
     MLP 5-7-6-4, or CNN 1x8x8 -> conv3 -> conv4 -> 6 -> 4."""
-    if model == "mlp":
-        cfg = RunConfig(rule=rule, hidden=fields.pop("hidden", (7, 6)), **fields)
-        shape = MLP_SHAPE
-    else:
-        cfg = RunConfig(rule=rule, model="cnn", channels=(3, 4),
-                        hidden=fields.pop("hidden", (6,)), **fields)
-        shape = CNN_SHAPE
+    cfg, shape = tiny_config(rule, model, **fields)
     cfg = cfg.resolve()
     net = build_model(cfg, shape, N_CLASSES).double()
     learner = RULES[rule](net, cfg, torch.Generator().manual_seed(cfg.seed + 1))
