@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fa_explore import RULES, RunConfig
+from fa_explore import RULES
 from fa_explore.models import build_model
 from fa_explore.rules.base import layer_forward
 from feedback_checks import N_CLASSES, tiny_config
