@@ -1,9 +1,11 @@
 """The ``fa-explore`` command: train a run, list the rules and the datasets.
 
-``fa-explore train`` takes one option per :class:`~fa_explore.config.RunConfig`
-field, generated from the dataclass (so a new field is a new option with no
-change here), starts from ``--config FILE.json`` when given, shows a progress
-bar, prints the final metrics per layer and, with ``--out DIR``, saves the run.
+``fa-explore train`` takes one option per setting of the schema
+(:data:`fa_explore.settings.SETTINGS`: help, allowed values and defaults come from
+there, so a new setting is a new option with no change here), starts from
+``--config FILE.json`` when given, shows a progress bar, prints the final metrics
+per layer and, with ``--out DIR``, saves the run. ``fa-explore rules`` and
+``fa-explore settings`` list the rules (their options) and the settings.
 
 Exit codes: 0 success, 2 invalid arguments or config (message on stderr),
 3 the run diverged, 130 interrupted.
@@ -12,89 +14,43 @@ Exit codes: 0 success, 2 invalid arguments or config (message on stderr),
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
 import sys
 import textwrap
-import types
-import typing
 from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .config import ACTIVATIONS, DEVICES, MODELS, OPTIMIZERS, RULE_DEFAULTABLE, RunConfig
+from .config import RunConfig
+from .settings import GROUPS, SETTINGS, in_group, rule_option_settings, short_repr
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
-# Help for the fields; a field missing here still gets an option with generic help.
-FIELD_HELP = {
-    "rule": "learning rule",
-    "dataset": "dataset",
-    "model": "model kind",
-    "hidden": "hidden layer widths, e.g. 128 128 or 128,128 (none: no hidden layer)",
-    "channels": "convolution widths of model cnn, e.g. 16 32",
-    "activation": "hidden activation",
-    "init_angle": "degrees between each initial feedback matrix and its forward weight "
-                  "(soft initial alignment; 0 = adaFA)",
-    "feedback_sparsity": "fraction p of feedback entries set to zero",
-    "expansion_ratio": "PFA's expansion ratio k",
-    "optimizer": "optimizer",
-    "lr": "learning rate",
-    "momentum": "SGD momentum",
-    "weight_decay": "weight decay",
-    "batch_size": "minibatch size",
-    "epochs": "passes over the training set",
-    "seed": "random seed (model init, feedback, batch order)",
-    "device": "where to train",
-    "n_classes": "train on a seeded subset of this many classes",
-    "label_noise": "fraction of training labels flipped to another class",
-    "train_size": "seeded subsample of the training set",
-    "standardize": "standardise features with training statistics",
-    "noise": "noise of the generated 2-D sets",
-    "n_samples": "examples of the generated 2-D sets",
-    "eval_every": "steps between evaluations (default: about 50 per run)",
-    "eval_size": "examples evaluated per evaluation (train and test)",
-    "rule_options": "rule options as a JSON object, e.g. '{\"alpha\": 0.1}' "
-                    "(see also --rule-option)",
-}
-
-
-def _choices() -> dict[str, Sequence[str]]:
-    from .data import DATASETS
-    from .rules import RULES
-
-    return {"rule": list(RULES), "dataset": list(DATASETS), "model": MODELS,
-            "activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "device": DEVICES}
-
-
 # ------------------------------------------------------------ value parsing
-def _unwrap_optional(hint: Any) -> tuple[Any, bool]:
-    """``X | None`` -> ``(X, True)``; anything else -> ``(hint, False)``."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return (args[0] if len(args) == 1 else hint), len(args) < len(typing.get_args(hint))
-    return hint, False
-
-
-def _scalar_parser(kind: type, optional: bool):
-    """An argparse ``type`` for one int/float/str value ("none" is None when optional)."""
-    words = {int: "an integer", float: "a number", str: "a word"}[kind]
+def _scalar_parser(setting):
+    """An argparse ``type`` turning one word into the setting's Python type ("none"
+    is None where the setting allows it). Bounds and choices are the config's to
+    check, so the message names the field and the allowed values."""
+    kind = setting.kind
 
     def parse(text: str):
-        if optional and text.lower() in ("none", "null", "default"):
+        if setting.optional and text.lower() in ("none", "null", "default"):
             return None
+        if kind == "str":
+            return text
         try:
-            if kind is int:
+            if kind == "int":
                 value = float(text)  # accepts 1e3; must still be a whole number
                 if not value.is_integer():
                     raise ValueError
-                return int(value)
-            return kind(text)
-        except ValueError:
+                return int(value) if abs(value) < 2**63 else int(text)
+            return float(text)
+        except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(
-                f"expected {words}{' or none' if optional else ''}; got {text!r}") from None
+                f"--{setting.name.replace('_', '-')} must be {setting.allowed()}; "
+                f"got {short_repr(text)}") from None
 
     return parse
 
@@ -122,7 +78,7 @@ def _parse_rule_option(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _widths(tokens: Sequence[str], name: str) -> tuple[int, ...]:
+def _integers(tokens: Sequence[str], name: str) -> tuple[int, ...]:
     """``["128", "128"]`` or ``["128,128"]`` -> ``(128, 128)``; ``none`` -> ``()``."""
     parts = [p for token in tokens for p in token.replace(",", " ").split()]
     if len(parts) == 1 and parts[0].lower() in ("none", "()"):
@@ -130,50 +86,55 @@ def _widths(tokens: Sequence[str], name: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"RunConfig.{name} must be a tuple of integer widths >= 1 "
-                         f"(e.g. 128 128 or 128,128); got {' '.join(tokens)!r}") from None
+        raise ValueError(f"RunConfig.{name} must be {SETTINGS[name].allowed()} (e.g. 128 128 "
+                         f"or 128,128); got {short_repr(' '.join(tokens))}") from None
 
 
 # ----------------------------------------------------------------- parser
+def _help_text(setting) -> str:
+    text = setting.help
+    if setting.unit:
+        text += f" [{setting.unit}]"
+    text += f"; {setting.allowed()}"
+    if setting.rule_default:
+        default = f"the rule's default, else {setting.fallback}"
+    elif isinstance(setting.default, tuple):
+        default = " ".join(map(str, setting.default)) or "none"
+    else:
+        default = setting.default
+    return (text + f" (default: {default})").replace("%", "%%")
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """One option per RunConfig field; returns field name -> how to convert it."""
-    group = parser.add_argument_group("run config (one option per RunConfig field; "
-                                      "unset fields keep the --config file's or the "
-                                      "default value)")
-    hints = typing.get_type_hints(RunConfig)
-    choices = _choices()
-    defaults = RunConfig()
+    """One option per declared setting (:data:`fa_explore.settings.SETTINGS`);
+    returns field name -> how to convert what argparse collected."""
     conversions = {}
-    for f in dataclasses.fields(RunConfig):
-        flags = [f"--{f.name.replace('_', '-')}"]
-        if "_" in f.name:
-            flags.append(f"--{f.name}")
-        kind, optional = _unwrap_optional(hints[f.name])
-        default = getattr(defaults, f.name)
-        shown = "the rule's default" if f.name in RULE_DEFAULTABLE and default is None \
-            else default
-        help_text = FIELD_HELP.get(f.name, f.name.replace("_", " "))
-        if f.name in choices:
-            help_text += f"; one of: {', '.join(choices[f.name])}"
-        help_text += f" (default: {shown})"
-        common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
-        if kind is bool:
-            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
-            conversions[f.name] = "plain"
-        elif typing.get_origin(kind) is tuple:
-            group.add_argument(*flags, nargs="*", metavar="N", **common)
-            conversions[f.name] = "widths"
-        elif kind is dict or typing.get_origin(kind) is dict:
-            group.add_argument(*flags, type=_parse_json_object, metavar="JSON", **common)
-            conversions[f.name] = "plain"
-        elif kind in (int, float, str):
-            metavar = "{" + ",".join(choices[f.name]) + "}" if f.name in choices else None
-            group.add_argument(*flags, type=_scalar_parser(kind, optional), metavar=metavar,
-                               **common)
-            conversions[f.name] = "plain"
-        else:  # a field type this CLI does not know: accept JSON
-            group.add_argument(*flags, type=json.loads, metavar="JSON", **common)
-            conversions[f.name] = "plain"
+    for group_name in GROUPS:
+        group = parser.add_argument_group(
+            f"{group_name} settings (unset ones keep the --config file's or the default value)")
+        for setting in in_group(group_name):
+            if not setting.cli:
+                continue
+            name = setting.name
+            flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+            common = dict(dest=name, default=argparse.SUPPRESS, help=_help_text(setting))
+            if setting.kind == "bool":
+                group.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
+                conversions[name] = "plain"
+            elif setting.kind == "ints":
+                group.add_argument(*flags, nargs="*", metavar="N", **common)
+                conversions[name] = "ints"
+            else:
+                choices = setting.allowed_choices()
+                metavar = "{" + ",".join(map(str, choices)) + "}" if choices else None
+                group.add_argument(*flags, type=_scalar_parser(setting), metavar=metavar,
+                                   **common)
+                conversions[name] = "plain"
+    parser.add_argument("--rule-options", "--rule_options", dest="rule_options",
+                        type=_parse_json_object, metavar="JSON", default=argparse.SUPPRESS,
+                        help="rule options as a JSON object, e.g. '{\"alpha\": 0.1}' "
+                             "(see also --rule-option and `fa-explore rules`)")
+    conversions["rule_options"] = "plain"
     return conversions
 
 
@@ -202,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("rules", help="list the learning rules and the knobs they use")
     commands.add_parser("datasets", help="list the datasets")
+    settings = commands.add_parser("settings", help="list every setting with its allowed values")
+    settings.add_argument("--markdown", action="store_true",
+                          help="print the docs' settings table (docs/settings.md) instead")
     return parser
 
 
@@ -230,7 +194,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for name, conversion in args.conversions.items():
         if name in vars(args):
             value = getattr(args, name)
-            changes[name] = _widths(value, name) if conversion == "widths" else value
+            changes[name] = _integers(value, name) if conversion == "ints" else value
     if args.rule_option or "rule_options" in changes:
         options = dict(changes.get("rule_options", base.rule_options))
         options.update(args.rule_option)
@@ -285,25 +249,36 @@ def _cell(value: Any) -> str:
 
 
 def rules_table(max_width: int | None = None) -> str:
+    """Every rule with the settings it uses, its options and its defaults, all read
+    from the rule classes and the schema's ``rule_flag`` declarations."""
     from .rules import RULES
 
+    flagged = [s for s in SETTINGS.values() if s.rule_flag]
     rows = []
     for name, cls in RULES.items():
-        knobs = []
-        if cls.uses_init_angle:
-            knobs.append("init_angle")
-        if cls.uses_feedback_sparsity:
-            knobs.append("feedback_sparsity")
-        if cls.uses_expansion_ratio:
-            ratios = cls.expansion_ratios
-            knobs.append("expansion_ratio" + (f" ({', '.join(map(str, ratios))})"
-                                              if ratios else ""))
-        knobs += [f"{key}={value}" for key, value in cls.options.items()]
+        uses = []
+        for setting in flagged:
+            if getattr(cls, setting.rule_flag):
+                extra = ""
+                if setting.name == "expansion_ratio" and cls.expansion_ratios:
+                    extra = f" ({', '.join(map(str, cls.expansion_ratios))})"
+                uses.append(setting.name + extra)
+        options = [f"{key}={option.default} ({option.allowed()}): {option.help}"
+                   for key, option in rule_option_settings(cls).items()]
         defaults = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
         rows.append([name, cls.paper, cls.description, ", ".join(cls.models),
-                     cls.feedback_kind, ", ".join(knobs) or "-", defaults or "-"])
-    return format_table(["name", "paper", "description", "models", "feedback",
-                         "knobs / options", "defaults"], rows, max_width)
+                     cls.feedback_kind, ", ".join(uses) or "-", "; ".join(options) or "-",
+                     defaults or "-"])
+    return format_table(["name", "paper", "description", "models", "feedback", "uses",
+                         "options", "defaults"], rows, max_width)
+
+
+def settings_table(max_width: int | None = None) -> str:
+    """Every setting: group, allowed values, default and help (from the schema)."""
+    rows = [[s.name, s.group, s.allowed(), _help_text(s).rpartition("(default: ")[2][:-1],
+             s.help] for s in SETTINGS.values()]
+    return format_table(["setting", "group", "allowed", "default", "meaning"], rows,
+                        max_width)
 
 
 def datasets_table(max_width: int | None = None) -> str:
@@ -382,6 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(rules_table())
         elif args.command == "datasets":
             print(datasets_table())
+        elif args.command == "settings":
+            if args.markdown:
+                from .settings import settings_markdown
+
+                print(settings_markdown(), end="")
+            else:
+                print(settings_table())
         return EXIT_OK
     except ValueError as exc:
         # Invalid configs and inputs: the message names the field and what is allowed.

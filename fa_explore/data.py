@@ -22,6 +22,7 @@ Three families:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import json
@@ -89,21 +90,6 @@ class DatasetSpec:
     def available(self) -> bool:
         """False only for a downloadable set that is not cached yet (see :func:`available`)."""
         return available(self.name)
-
-    def check_config(self, cfg) -> None:
-        """Raise ValueError for config fields that mean nothing for this set."""
-        for name in ("noise", "n_samples"):
-            if getattr(cfg, name) is not None and name not in self.extra_options:
-                raise ValueError(f"RunConfig.{name} must be None for dataset {self.name!r} "
-                                 f"(only generated sets take it: "
-                                 f"{', '.join(n for n, s in DATASETS.items() if name in s.extra_options)})")
-        if cfg.n_classes is not None and cfg.n_classes > self.n_classes:
-            raise ValueError(f"RunConfig.n_classes must be None or an integer in "
-                             f"[2, {self.n_classes}] for dataset {self.name!r}; "
-                             f"got {cfg.n_classes}")
-        if cfg.model == "cnn" and self.kind == "2d":
-            raise ValueError(f"RunConfig.model must be 'mlp' for dataset {self.name!r}: "
-                             "a convolutional net needs image or sequence data")
 
     def __call__(self, **options: Any) -> Dataset:
         return load_dataset(self.name, **options)
@@ -412,10 +398,6 @@ def _subset_classes(x_tr, y_tr, x_te, y_te, n_classes: int, total: int, rng):
     return x_tr[keep_tr], remap[y_tr[keep_tr]], x_te[keep_te], remap[y_te[keep_te]], chosen
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 def _as_tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     # Cached arrays are read-only; torch must not alias them.
     if not array.flags.writeable:
@@ -439,29 +421,18 @@ def load_dataset(name: str, *, n_classes: int | None = None, label_noise: float 
         raise ValueError(f"dataset {name!r} takes no option(s) {', '.join(sorted(unknown))}; "
                          f"it takes: n_classes, label_noise, train_size, standardize, seed"
                          + "".join(f", {o}" for o in spec.extra_options))
-    if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0; got {seed!r}")
-    if n_classes is not None and (not _is_int(n_classes)
-                                  or not 2 <= n_classes <= spec.n_classes):
-        raise ValueError(f"n_classes must be None or an integer in [2, {spec.n_classes}] "
-                         f"for dataset {name!r}; got {n_classes!r}")
-    if train_size is not None and (not _is_int(train_size) or train_size < 1):
-        raise ValueError(f"train_size must be None or an integer >= 1; got {train_size!r}")
-    if (isinstance(label_noise, bool) or not isinstance(label_noise, (int, float))
-            or not 0 <= label_noise < 1):
-        raise ValueError(f"label_noise must be a fraction in [0, 1); got {label_noise!r}")
-    if not isinstance(standardize, bool):
-        raise ValueError(f"standardize must be True or False; got {standardize!r}")
-    if options.get("n_samples") is not None and (not _is_int(options["n_samples"])
-                                                 or options["n_samples"] < 10):
-        raise ValueError(f"n_samples must be None (dataset default) or an integer >= 10; "
-                         f"got {options['n_samples']!r}")
-    if options.get("noise") is not None and (
-            isinstance(options["noise"], bool) or not isinstance(options["noise"], (int, float))
-            or not math.isfinite(options["noise"]) or options["noise"] < 0):
-        raise ValueError(f"noise must be None (dataset default) or a number >= 0; "
-                         f"got {options['noise']!r}")
+    # The same declarations as RunConfig's fields (fa_explore.settings), so both
+    # entry points accept and reject the same values with the same words.
+    from .settings import SETTINGS
 
+    where = f"load_dataset({name!r})"
+    seed = SETTINGS["seed"].coerce(seed, where)
+    n_classes = dataclasses.replace(SETTINGS["n_classes"], maximum=spec.n_classes).coerce(
+        n_classes, where)
+    train_size = SETTINGS["train_size"].coerce(train_size, where)
+    label_noise = SETTINGS["label_noise"].coerce(label_noise, where)
+    standardize = SETTINGS["standardize"].coerce(standardize, where)
+    options = {key: SETTINGS[key].coerce(value, where) for key, value in options.items()}
     options = {k: v for k, v in options.items() if v is not None}
     classes = spec.n_classes if n_classes is None else n_classes
     if spec.generates_classes:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import is_homogeneous as activation_is_homogeneous
 from .rules.base import angle_between
 
 
@@ -47,8 +48,8 @@ def gradient_angles(model, rule, x, y) -> list[float]:
 
 
 def is_homogeneous(model: nn.Module) -> bool:
-    """σ'(a)·a = σ(a) holds (ReLU, leaky ReLU): the conservation law's premise."""
-    return isinstance(model.activation, (nn.ReLU, nn.LeakyReLU))
+    """σ'(a)·a = σ(a) holds (declared by the activation): the conservation law's premise."""
+    return activation_is_homogeneous(model.activation)
 
 
 def incoming_half_norms(model, layer: int) -> torch.Tensor:

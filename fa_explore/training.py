@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from .config import RunConfig
-from .data import Dataset, dataset_from_config
+from .data import DATASETS, Dataset, dataset_from_config
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
@@ -46,6 +46,10 @@ def build(cfg: RunConfig, input_shape=None, n_classes=None,
     """The model and the rule that trains it, seeded from ``cfg.seed``."""
     cfg = cfg.resolve()
     device = resolve_device(cfg.device) if device is None else torch.device(device)
+    if input_shape is None or n_classes is None:
+        spec = DATASETS[cfg.dataset]
+        input_shape = spec.input_shape if input_shape is None else input_shape
+        n_classes = (cfg.n_classes or spec.n_classes) if n_classes is None else n_classes
     model = build_model(cfg, input_shape, n_classes).to(device)
     rule_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     rule = RULES[cfg.rule](model, cfg, rule_generator).to(device)
@@ -311,11 +315,16 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                     opt.step()
                 if step % eval_every == 0 or step == total_steps:
                     row = record(step, step / steps_per_epoch)
-                    if not math.isfinite(row["train_loss"]):
-                        # A batch loss can stay finite while the weights blow up.
+                    loss_now, loss_start = row["train_loss"], run.rows[0]["train_loss"]
+                    # A batch loss can stay finite while the weights blow up, and an
+                    # exploding loss (Adam at lr 1: ~5e5) may never reach inf.
+                    if not math.isfinite(loss_now) or (
+                            loss_now > cfg.divergence_factor * loss_start):
                         run.status, run.diverged_step = "diverged", step
                         run.message = (f"diverged at step {step}: the evaluated training "
-                                       f"loss is {row['train_loss']}; try a smaller "
+                                       f"loss is {loss_now:.4g} (it started at "
+                                       f"{loss_start:.4g}; divergence_factor is "
+                                       f"{cfg.divergence_factor:g}); try a smaller "
                                        "learning rate")
                         yield Snapshot(run, row, step, total_steps, run.status)
                         return

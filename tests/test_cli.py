@@ -67,7 +67,8 @@ def test_rule_options_from_pairs_and_json():
     rule = next((name for name, cls in RULES.items() if cls.options), None)
     if rule is None:
         pytest.skip("no registered rule has options")
-    key, default = next(iter(RULES[rule].options.items()))
+    key, option = next(iter(RULES[rule].options.items()))
+    default = option.default
     value = default if isinstance(default, (bool, str)) else type(default)(default * 2)
     pair = parse_config("--rule", rule, "--rule-option", f"{key}={json.dumps(value)}")
     assert pair.rule_options == {key: value}
@@ -85,10 +86,10 @@ def test_config_file_then_options_override(tmp_path):
 
 # ------------------------------------------------------------ invalid input
 @pytest.mark.parametrize("argv, words", [
-    (["--lr", "-1"], ["lr", "positive"]),
+    (["--lr", "-1"], ["lr", "a number in (0, 100]"]),
     (["--rule", "nope"], ["rule", "bp", "fa"]),
     (["--activation", "gelu"], ["activation", "relu", "tanh"]),
-    (["--hidden", "0"], ["hidden", ">= 1"]),
+    (["--hidden", "0"], ["hidden", "integers in [1, 4096]"]),
     (["--hidden", "a,b"], ["hidden", "integer"]),
     (["--epochs", "abc"], ["--epochs", "integer"]),
     (["--init-angle", "30", "--rule", "bp"], ["init_angle", "fa"]),
@@ -153,7 +154,7 @@ def test_train_starts_from_a_saved_run(capsys, tmp_path):
 
 
 def test_diverged_run_exits_3_without_traceback(capsys):
-    code = main(["train", "--rule", "bp", "--optimizer", "sgd", "--lr", "1e6", *SMALL])
+    code = main(["train", "--rule", "bp", "--optimizer", "sgd", "--lr", "100", *SMALL])
     out, err = capsys.readouterr()
     assert code == 3
     assert "diverged" in err and no_traceback(err) and no_traceback(out)

@@ -1,24 +1,26 @@
 """What the dashboard's controls may show and change, decided without widgets.
 
-Everything here reads the rule classes' attributes (``uses_init_angle``,
-``uses_feedback_sparsity``, ``uses_expansion_ratio``, ``expansion_ratios``,
-``models``, ``feedback_kind``) and the dataset specs (``kind``, ``downloads``,
-``available``) and leaves the validation of combinations to :class:`RunConfig`;
-nothing branches on a rule's or dataset's name, so a rule added as one file
-shows up with the right controls enabled.
+Everything here reads the settings schema (:data:`fa_explore.settings.SETTINGS`:
+which rule attribute says a rule uses a setting, which datasets take it), the
+rule classes' attributes (``expansion_ratios``, ``models``, ``feedback_kind``)
+and the dataset specs (``kind``, ``downloads``, ``available``), and leaves the
+validation of combinations to :class:`RunConfig`; nothing branches on a rule's or
+dataset's name, so a rule added as one file shows up with the right controls
+enabled.
 """
 
 from __future__ import annotations
 
 import math
-import urllib.parse
 from typing import Any
 
 import torch
 
-from ..config import MODELS, RunConfig
+from ..config import RunConfig, config_from_query_lenient
 from ..data import DATASETS
+from ..models import MODELS
 from ..rules import RULES
+from ..settings import RULE_DEFAULTABLE, SETTINGS
 
 # Query keys Voilà itself reads from the page URL; they are not run settings.
 VOILA_QUERY_KEYS = ("voila-template", "voila-theme", "template", "theme")
@@ -26,9 +28,9 @@ VOILA_QUERY_KEYS = ("voila-template", "voila-theme", "template", "theme")
 # Fields left out of "what differs" labels: bookkeeping, not experiment settings.
 UNCOMPARED_FIELDS = ("eval_every", "eval_size", "device")
 
-# Hyperparameters a rule may set a default for; "rule defaults" resets these.
-RULE_DEFAULT_FIELDS = ("optimizer", "lr", "momentum", "weight_decay", "batch_size",
-                       "epochs")
+# Optimisation hyperparameters a rule may set a default for; "rule defaults" resets
+# these (the expansion ratio has its own dropdown entry for the rule's default).
+RULE_DEFAULT_FIELDS = tuple(n for n in RULE_DEFAULTABLE if SETTINGS[n].group == "optimisation")
 
 DEFAULT_EXPANSION_CHOICES = (1, 2, 4, 8, 16)
 # Dropdown value standing for "the rule's default" (None): ipywidgets reads a
@@ -44,14 +46,14 @@ def plain_message(error: BaseException) -> str:
     return text.splitlines()[0]
 
 
-# The rule attribute that says whether a rule uses each rule-dependent setting.
-USES_ATTRIBUTE = {"init_angle": "uses_init_angle", "feedback_sparsity": "uses_feedback_sparsity",
-                  "expansion_ratio": "uses_expansion_ratio"}
+# Rule-dependent settings: those whose declaration names a rule attribute.
+RULE_DEPENDENT = tuple(n for n, s in SETTINGS.items() if s.rule_flag)
 
 
 def rules_using(setting: str) -> list[str]:
-    """The registered rules that use ``setting`` (a key of :data:`USES_ATTRIBUTE`)."""
-    return [name for name, cls in RULES.items() if getattr(cls, USES_ATTRIBUTE[setting])]
+    """The registered rules that use ``setting`` (one of :data:`RULE_DEPENDENT`)."""
+    flag = SETTINGS[setting].rule_flag
+    return [name for name, cls in RULES.items() if getattr(cls, flag)]
 
 
 def disabled_reasons(config: RunConfig) -> dict[str, str | None]:
@@ -63,12 +65,13 @@ def disabled_reasons(config: RunConfig) -> dict[str, str | None]:
                    "layer": "its feedback is not a fixed random draw"}.get(
                        rule.feedback_kind, "it does not use this setting")
     reasons: dict[str, str | None] = {}
-    reasons["init_angle"] = None if rule.uses_init_angle else (
-        f"Not used by {rule.name}: {no_feedback}.")
-    reasons["feedback_sparsity"] = None if rule.uses_feedback_sparsity else (
-        f"Not used by {rule.name}: {no_feedback}.")
-    reasons["expansion_ratio"] = None if rule.uses_expansion_ratio else (
-        f"Not used by {rule.name}: only product feedback rules have one.")
+    for name in RULE_DEPENDENT:
+        if SETTINGS[name].applies(rule):
+            reasons[name] = None
+        elif name == "expansion_ratio":
+            reasons[name] = f"Not used by {rule.name}: only product feedback rules have one."
+        else:
+            reasons[name] = f"Not used by {rule.name}: {no_feedback}."
     supported = [m for m in MODELS if m in rule.models]
     reasons["model"] = None if len(supported) > 1 else (
         f"{rule.name} trains only the {supported[0].upper()}.")
@@ -142,18 +145,15 @@ def change_config(config: RunConfig, **changes: Any) -> tuple[RunConfig, str]:
         if changes["rule"] not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}; got {changes['rule']!r}")
         rule = RULES[changes["rule"]]
-        if config.init_angle is not None and not rule.uses_init_angle:
-            changes.setdefault("init_angle", None)
-            notes.append("initial angle")
-        if config.feedback_sparsity > 0 and not rule.uses_feedback_sparsity:
-            changes.setdefault("feedback_sparsity", 0.0)
-            notes.append("feedback sparsity")
-        if config.expansion_ratio is not None and (
-                not rule.uses_expansion_ratio or (rule.expansion_ratios is not None and
-                                                  config.expansion_ratio
-                                                  not in rule.expansion_ratios)):
+        for name in RULE_DEPENDENT:
+            setting = SETTINGS[name]
+            if getattr(config, name) != setting.off_value() and not setting.applies(rule):
+                changes.setdefault(name, setting.off_value())
+                notes.append(setting.label)
+        if config.expansion_ratio is not None and rule.expansion_ratios is not None and (
+                config.expansion_ratio not in rule.expansion_ratios):
             changes.setdefault("expansion_ratio", None)
-            notes.append("expansion ratio")
+            notes.append(SETTINGS["expansion_ratio"].label)
         if config.model not in rule.models:
             changes.setdefault("model", rule.models[0])
             notes.append(f"model (now {rule.models[0]})")
@@ -169,18 +169,16 @@ def change_config(config: RunConfig, **changes: Any) -> tuple[RunConfig, str]:
 def config_from_query(query: str | None) -> tuple[RunConfig, str]:
     """The config a page link asks for, and a message when the link is bad.
 
-    Voilà's own keys (``theme``, ``template``) are ignored. A bad link gives the
-    default config and a message naming what is wrong; it never raises.
+    Voilà's own keys (``theme``, ``template``) are ignored. A bad link keeps its
+    valid settings and gives a message listing every invalid one; it never raises.
     """
     if not query:
         return RunConfig(), ""
-    pairs = urllib.parse.parse_qsl(query.lstrip("?"), keep_blank_values=True)
-    kept = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in VOILA_QUERY_KEYS])
-    try:
-        return RunConfig.from_query(kept), ""
-    except ValueError as exc:
-        return RunConfig(), (f"This link's settings cannot be used ({plain_message(exc)}); "
-                             "starting from the defaults.")
+    config, problems = config_from_query_lenient(query, ignore=VOILA_QUERY_KEYS)
+    if not problems:
+        return config, ""
+    listed = "; ".join(plain_message(ValueError(p)) for p in problems)
+    return config, f"Some of this link's settings cannot be used and were left out: {listed}."
 
 
 def format_value(value: Any) -> str:

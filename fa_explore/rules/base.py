@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models import FeedforwardNet, init_weight_
+from ..settings import Option
 
 Feedback = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 
@@ -147,10 +148,13 @@ class Rule(nn.Module):
     - ``name``: config name (``RunConfig.rule``); ``description``: one line;
       ``paper``: the source.
     - ``defaults``: default hyperparameters (RunConfig fields such as ``lr``).
-    - ``options``: rule-specific settings (``RunConfig.rule_options``) with defaults.
+    - ``options``: rule-specific settings (``RunConfig.rule_options``), each an
+      :class:`~fa_explore.settings.Option` declaring its type, default, bounds and
+      help; the config validates them, ``cfg.rule_option(name)`` reads them.
     - ``models``: the model kinds the rule supports.
-    - ``uses_init_angle``, ``uses_feedback_sparsity``, ``uses_expansion_ratio``:
-      which config knobs mean something for this rule.
+    - ``uses_init_angle``, ``uses_feedback_sparsity``, ``uses_expansion_ratio``,
+      ``uses_feedback_init``: which settings mean something for this rule (the
+      schema's ``rule_flag``; a setting a rule does not use must keep its default).
     - ``feedback_kind``: ``"layer"`` (a matrix per layer standing in for W),
       ``"direct"`` (output-to-layer matrices) or ``"none"``.
     """
@@ -159,11 +163,12 @@ class Rule(nn.Module):
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
-    options: ClassVar[dict[str, Any]] = {}
+    options: ClassVar[dict[str, Option]] = {}
     models: ClassVar[tuple[str, ...]] = ("mlp", "cnn")
     uses_init_angle: ClassVar[bool] = False
     uses_feedback_sparsity: ClassVar[bool] = False
     uses_expansion_ratio: ClassVar[bool] = False
+    uses_feedback_init: ClassVar[bool] = False
     expansion_ratios: ClassVar[tuple[int, ...] | None] = None
     feedback_kind: ClassVar[str] = "none"
 
@@ -173,6 +178,12 @@ class Rule(nn.Module):
         device = model.layers[0].weight.device
         self.generator = generator or torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.sparsity = float(cfg.feedback_sparsity)
+
+    @classmethod
+    def feedback_size_factor(cls, expansion_ratio: int | None, sparsity: float) -> float:
+        """How many model-sized tensors of feedback state the rule keeps (masks
+        included), for the config's size bound; 0 for rules without feedback."""
+        return 0.0
 
     # ---------------------------------------------------------------- the API
     def compute_grads(self, model: FeedforwardNet, x: torch.Tensor,
@@ -248,10 +259,6 @@ class Rule(nn.Module):
             for p, g in zip([*model.parameters(), *self.parameters()], saved_grads):
                 p.grad = g
 
-    @classmethod
-    def summary(cls) -> str:
-        return f"{cls.name}: {cls.description} ({cls.paper})"
-
 
 def outgoing_weights(model: FeedforwardNet, layer: int,
                      matrix: torch.Tensor | None = None) -> torch.Tensor:
@@ -291,6 +298,11 @@ class StoredLayerFeedback(LayerFeedbackRule):
     sparsity mask ``B{l}_mask`` when ``feedback_sparsity > 0``."""
 
     learned_feedback: ClassVar[bool] = False
+    uses_feedback_init = True
+
+    @classmethod
+    def feedback_size_factor(cls, expansion_ratio, sparsity):
+        return 2.0 if sparsity > 0 else 1.0
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)

@@ -29,15 +29,6 @@ def hidden_shapes(model: FeedforwardNet) -> list[torch.Size]:
     return shapes
 
 
-def number_option(cfg, name: str, check, allowed: str) -> float:
-    """A numeric rule option, or ValueError naming it and what is allowed."""
-    value = cfg.rule_option(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not check(value):
-        raise ValueError(f"RunConfig.rule_options[{name!r}] must be {allowed} for rule "
-                         f"{cfg.rule!r}; got {value!r}")
-    return float(value)
-
-
 class DFA(Rule):
     """Direct feedback alignment (Nøkland 2016, "Direct feedback alignment provides
     learning in deep neural networks", NeurIPS).
@@ -60,6 +51,7 @@ class DFA(Rule):
     paper = "Nøkland 2016, NeurIPS"
     defaults = {"optimizer": "adam", "lr": 1e-3}
     uses_feedback_sparsity = True
+    uses_feedback_init = True
     feedback_kind = "direct"
     # True makes D_l parameters (learned by an optimizer), False buffers.
     learned_feedback: ClassVar[bool] = False

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .dfa import DFA, number_option
+from ..settings import Option
+from .dfa import DFA
 
 
 class DKP(DFA):
@@ -29,14 +30,19 @@ class DKP(DFA):
     description = ("Direct Kolen–Pollack: direct feedback matrices start at zero and learn "
                    "like readouts of each hidden layer, aligning with the forward path.")
     paper = "Webster, Choi & Ahn 2021, OpenReview (Learning the connections in DFA)"
-    options = {"feedback_lr": 1e-4, "feedback_weight_decay": 1e-6}
+    options = {
+        "feedback_lr": Option("float", 1e-4, "learning rate of D's own Adam optimizer",
+                              minimum=0, maximum=10, exclusive_minimum=True),
+        "feedback_weight_decay": Option("float", 1e-6, "weight decay of D's own optimizer",
+                                        minimum=0, maximum=10),
+    }
     learned_feedback = True
+    uses_feedback_init = False  # D starts at zero
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)
-        self.feedback_lr = number_option(cfg, "feedback_lr", lambda v: v > 0, "a number > 0")
-        self.feedback_weight_decay = number_option(cfg, "feedback_weight_decay",
-                                                   lambda v: v >= 0, "a number >= 0")
+        self.feedback_lr = cfg.rule_option("feedback_lr")
+        self.feedback_weight_decay = cfg.rule_option("feedback_weight_decay")
 
     def init_direct_feedback(self, empty):
         return torch.nn.init.zeros_(empty)

@@ -7,7 +7,8 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from .base import layer_forward
-from .dfa import DFA, number_option
+from ..settings import Option
+from .dfa import DFA
 
 
 class FDFA(DFA):
@@ -29,11 +30,16 @@ class FDFA(DFA):
     description = ("Forward DFA: direct feedback matrices track the output Jacobian, "
                    "estimated by forward-mode perturbations and averaged over steps.")
     paper = "Bacho & Chu 2024, Neural Networks (seed: forward_direct_feedback_alignment)"
-    options = {"alpha": 0.02}
+    options = {
+        "alpha": Option("float", 0.02, "weight of the newest Jacobian estimate in D's running "
+                        "average (the paper's momentum is 1 - alpha)", minimum=0, maximum=1,
+                        exclusive_minimum=True),
+    }
+    uses_feedback_init = False  # D starts at zero
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)
-        self.alpha = number_option(cfg, "alpha", lambda v: 0 < v <= 1, "a number in (0, 1]")
+        self.alpha = cfg.rule_option("alpha")
 
     def init_direct_feedback(self, empty):
         return torch.nn.init.zeros_(empty)

@@ -24,6 +24,11 @@ class FRSF(LayerFeedbackRule):
                    "through |M|·sign(W), M drawn once.")
     paper = "Liao, Leibo & Poggio 2016, AAAI (fixed random-magnitude sign-concordant feedback)"
     uses_feedback_sparsity = True
+    uses_feedback_init = True
+
+    @classmethod
+    def feedback_size_factor(cls, expansion_ratio, sparsity):
+        return 2.0 if sparsity > 0 else 1.0
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)

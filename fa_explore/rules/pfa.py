@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..models import init_weight_
+from ..settings import Option
 from .base import Rule, input_grad, layer_forward, weight_grads
 
 
@@ -109,10 +110,20 @@ class PFA(Rule):
     # updates, which is what makes R − Pᵀ W feel only the decay; Adam would not.
     defaults = {"optimizer": "sgd", "lr": 0.03, "momentum": 0.9, "weight_decay": 0.01,
                 "expansion_ratio": 10}
-    options = {"first_epoch_weight_decay": 0.03}
+    options = {
+        "first_epoch_weight_decay": Option(
+            "float", 0.03, "weight decay during the first epoch (then RunConfig.weight_decay)",
+            minimum=0, maximum=10),
+    }
     feedback_kind = "layer"
     uses_feedback_sparsity = True
     uses_expansion_ratio = True
+    uses_feedback_init = True
+
+    @classmethod
+    def feedback_size_factor(cls, expansion_ratio, sparsity):
+        # R is k times W, P about k times a square of the layer's outputs; masks double it.
+        return 2.0 * (expansion_ratio or 1) * (2.0 if sparsity > 0 else 1.0)
 
     def __init__(self, model, cfg, generator=None):
         cfg = cfg.resolve()

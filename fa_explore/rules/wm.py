@@ -5,15 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..settings import Option
 from .base import StoredLayerFeedback, feedback_call, layer_forward, weight_grads
-
-
-def _option(cfg, name: str, check, allowed: str):
-    value = cfg.rule_option(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not check(value):
-        raise ValueError(f"RunConfig.rule_options[{name!r}] must be {allowed} for rule "
-                         f"'wm'; got {value!r}")
-    return value
 
 
 class WM(StoredLayerFeedback):
@@ -40,20 +33,27 @@ class WM(StoredLayerFeedback):
     paper = "Akrout, Wilson, Humphreys, Lillicrap & Tweed 2019, NeurIPS"
     # η_B σ² = λ_B: B tends to W itself. The mirror batch matches the training
     # batch, so a mirror phase costs about one more forward/backward.
-    options = {"sigma": 1.0, "eta_b": 0.01, "lambda_b": 0.01, "mirror_every": 1,
-               "mirror_batch": 32}
+    options = {
+        "sigma": Option("float", 1.0, "std of the mirror phase's input noise", minimum=0,
+                        maximum=100, exclusive_minimum=True),
+        "eta_b": Option("float", 0.01, "mirror learning rate of B", minimum=0, maximum=10),
+        "lambda_b": Option("float", 0.01, "mirror weight decay of B (per mirror phase)",
+                           minimum=0, maximum=1, exclusive_maximum=True),
+        "mirror_every": Option("int", 1, "learning steps between mirror phases", minimum=1,
+                               maximum=100_000, unit="steps"),
+        "mirror_batch": Option("int", 32, "noise examples per mirror phase", minimum=1,
+                               maximum=65536, unit="examples"),
+    }
     uses_init_angle = True
     uses_feedback_sparsity = True
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)
-        self.sigma = float(_option(cfg, "sigma", lambda v: v > 0, "a number > 0"))
-        self.eta_b = float(_option(cfg, "eta_b", lambda v: v >= 0, "a number >= 0"))
-        self.lambda_b = float(_option(cfg, "lambda_b", lambda v: 0 <= v < 1,
-                                      "a number in [0, 1)"))
-        is_count = lambda v: float(v).is_integer() and v >= 1  # noqa: E731
-        self.mirror_every = int(_option(cfg, "mirror_every", is_count, "an integer >= 1"))
-        self.mirror_batch = int(_option(cfg, "mirror_batch", is_count, "an integer >= 1"))
+        self.sigma = cfg.rule_option("sigma")
+        self.eta_b = cfg.rule_option("eta_b")
+        self.lambda_b = cfg.rule_option("lambda_b")
+        self.mirror_every = cfg.rule_option("mirror_every")
+        self.mirror_batch = cfg.rule_option("mirror_batch")
         # Learning steps taken so far: decides when the next mirror phase comes.
         self.register_buffer("mirror_clock", torch.zeros((), dtype=torch.long))
 

@@ -85,9 +85,17 @@ def test_config_from_query_round_trips_and_ignores_voila_keys():
                                          ("rule=bp&init_angle=30", "init_angle")])
 def test_a_bad_link_gives_defaults_and_says_what_is_wrong(query, word):
     cfg, problem = config_from_query(query)
-    assert cfg == RunConfig()
+    # Only the valid part of the link is kept (here: rule=bp in the last case).
+    assert cfg == (RunConfig(rule="bp") if query.startswith("rule=bp") else RunConfig())
     assert "cannot be used" in problem and word in problem.lower()
     assert "Traceback" not in problem
+
+
+def test_a_bad_link_keeps_its_valid_fields_and_lists_every_invalid_one():
+    cfg, problem = config_from_query("?rule=nope&lr=10&hidden=abc&width=3&seed=4")
+    assert (cfg.rule, cfg.lr, cfg.hidden, cfg.seed) == ("fa", 10.0, (128, 128), 4)
+    for word in ("rule must be one of", "hidden must be", "unknown setting 'width'"):
+        assert word in problem, word
 
 
 def test_downloadable_datasets_are_listed_only_when_available(monkeypatch, tmp_path):

@@ -161,7 +161,7 @@ def test_landscape_is_recomputed_in_the_background_and_at_the_end(recorder):
 
 
 def test_divergence_is_reported_in_plain_words(session, recorder):
-    session.start(QUICK.replace(optimizer="sgd", lr=1e15))
+    session.start(QUICK.replace(optimizer="sgd", lr=100.0))
     assert wait_until(lambda: not session.active)
     assert session.status == "diverged"
     assert "diverged at step" in session.message and "learning rate" in session.message
