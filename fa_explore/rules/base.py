@@ -179,11 +179,17 @@ class Rule(nn.Module):
         self.generator = generator or torch.Generator(device=device).manual_seed(cfg.seed + 1)
         self.sparsity = float(cfg.feedback_sparsity)
 
+    # Model-sized feedback tensors the rule stores, and how many of them carry a
+    # sparsity mask (for the config's size bound).
+    stored_feedback_tensors: ClassVar[int] = 0
+    masked_feedback_tensors: ClassVar[int] = 0
+
     @classmethod
     def feedback_size_factor(cls, expansion_ratio: int | None, sparsity: float) -> float:
         """How many model-sized tensors of feedback state the rule keeps (masks
         included), for the config's size bound; 0 for rules without feedback."""
-        return 0.0
+        return cls.stored_feedback_tensors + (cls.masked_feedback_tensors if sparsity > 0
+                                              else 0)
 
     # ---------------------------------------------------------------- the API
     def compute_grads(self, model: FeedforwardNet, x: torch.Tensor,
@@ -299,10 +305,7 @@ class StoredLayerFeedback(LayerFeedbackRule):
 
     learned_feedback: ClassVar[bool] = False
     uses_feedback_init = True
-
-    @classmethod
-    def feedback_size_factor(cls, expansion_ratio, sparsity):
-        return 2.0 if sparsity > 0 else 1.0
+    stored_feedback_tensors = masked_feedback_tensors = 1
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)

@@ -25,10 +25,7 @@ class FRSF(LayerFeedbackRule):
     paper = "Liao, Leibo & Poggio 2016, AAAI (fixed random-magnitude sign-concordant feedback)"
     uses_feedback_sparsity = True
     uses_feedback_init = True
-
-    @classmethod
-    def feedback_size_factor(cls, expansion_ratio, sparsity):
-        return 2.0 if sparsity > 0 else 1.0
+    stored_feedback_tensors = masked_feedback_tensors = 1
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)

@@ -23,10 +23,7 @@ class USF(LayerFeedbackRule):
                    "weights' signs at a fixed magnitude.")
     paper = "Liao, Leibo & Poggio 2016, AAAI (uniform sign-concordant feedback)"
     uses_feedback_sparsity = True
-
-    @classmethod
-    def feedback_size_factor(cls, expansion_ratio, sparsity):
-        return 1.0 if sparsity > 0 else 0.0
+    masked_feedback_tensors = 1
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)
