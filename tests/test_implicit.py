@@ -43,7 +43,7 @@ def test_output_alignment_closed_forms():
     cos = output_alignment(model, fa)
     assert cos.shape == (30,) and np.all(np.abs(cos) <= 1)
     # Against a direct computation for one neuron: column 3 of W_L and of B_L.
-    v, b = model.layers[-1].weight[:, 3].double(), fa.B2[:, 3].double()  # B2: W_3's feedback
+    v, b = model.layers[-1].weight[:, 3].detach().double(), fa.B2[:, 3].double()  # B2: W_3's feedback
     assert cos[3] == pytest.approx(float(v @ b / (v.norm() * b.norm())), rel=1e-9)
     with pytest.raises(ValueError, match="needs a hidden layer"):
         output_alignment(*_built("fa", hidden=()))
