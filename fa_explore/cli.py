@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
+import stat
 import sys
 import textwrap
 from pathlib import Path
@@ -138,6 +140,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
     return conversions
 
 
+# A config file is a few hundred bytes; a saved run's run.json also holds the history
+# (about 1 KB an evaluation), so the cap leaves room for long, densely evaluated runs.
+CONFIG_MAX_BYTES = 16 * 2**20
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fa-explore",
@@ -152,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "layer. Example: fa-explore train --rule fa --dataset digits --epochs 5")
     train.add_argument("--config", metavar="FILE.json", type=Path,
                        help="start from a saved config: a RunConfig JSON file, a saved "
-                            "run's run.json, or a saved run's directory")
+                            "run's run.json, or a saved run's directory (at most "
+                            f"{CONFIG_MAX_BYTES // 2**20} MiB)")
     train.add_argument("--rule-option", "--rule_option", dest="rule_option",
                        metavar="KEY=VALUE", action="append", type=_parse_rule_option,
                        default=[], help="set one rule option (repeatable), e.g. alpha=0.1")
@@ -170,21 +178,72 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------ config
-def read_config_file(path: Path) -> RunConfig:
-    """A RunConfig from a JSON file (bare config or a saved run's ``run.json``)."""
-    if path.is_dir():
-        path = path / "run.json"
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def _read_capped(path: Path, label: str) -> bytes:
+    """The bytes of the regular file ``path``, refusing anything else or anything over
+    CONFIG_MAX_BYTES without reading it whole (``/dev/zero`` never ends; a named
+    pipe would block: O_NONBLOCK opens it at once, and fstat then refuses it)."""
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                     | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise ValueError(f"--config {path}: cannot read the file ({exc.strerror})") from None
+        raise ValueError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
+    with open(fd, "rb", closefd=True) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{label}: not a regular file (a device, pipe or socket); "
+                             "give a JSON file")
+        cap = f"larger than {CONFIG_MAX_BYTES // 2**20} MiB, the cap on a config file"
+        if info.st_size > CONFIG_MAX_BYTES:
+            raise ValueError(f"{label}: {cap} ({info.st_size} bytes)")
+        try:
+            raw = f.read(CONFIG_MAX_BYTES + 1)  # the size may change after fstat
+        except OSError as exc:
+            raise ValueError(f"{label}: cannot read the file ({exc.strerror or exc})") \
+                from None
+    if len(raw) > CONFIG_MAX_BYTES:
+        raise ValueError(f"{label}: {cap}")
+    return raw
+
+
+def read_config_file(path: Path) -> RunConfig:
+    """A RunConfig from a JSON file (bare config or a saved run's ``run.json``), or a
+    saved run's directory. Every problem is a ``ValueError`` naming the file."""
+    path = Path(path)
+    try:
+        is_dir = path.is_dir()
+    except OSError:  # e.g. permission denied on a parent: reading reports it
+        is_dir = False
+    if is_dir:
+        if not (path / "run.json").exists():
+            raise ValueError(f"--config {path}: a directory without run.json (give a "
+                             "RunConfig JSON file or a saved run's directory)")
+        path = path / "run.json"
+    label = f"--config {path}"
+    raw = _read_capped(path, label)
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark is tolerated
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") \
+            from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--config {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{label}: not a usable JSON file: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer of too many digits
+        raise ValueError(f"{label}: not valid JSON ({exc})") from None
     if isinstance(data, dict) and "format_version" in data and "config" in data:
         data = data["config"]  # a saved run's run.json
-    return RunConfig.from_dict(data)
+    if not isinstance(data, dict):
+        raise ValueError(f"{label}: expected a JSON object (a RunConfig or a saved run's "
+                         f"run.json); got {_JSON_KINDS.get(type(data), type(data).__name__)}")
+    try:
+        return RunConfig.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{label}: {exc}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
