@@ -7,8 +7,21 @@ there, so a new setting is a new option with no change here), starts from
 per layer and, with ``--out DIR``, saves the run. ``fa-explore rules`` and
 ``fa-explore settings`` list the rules (their options) and the settings.
 
-Exit codes: 0 success, 2 invalid arguments or config (message on stderr),
-3 the run diverged, 130 interrupted.
+Every known failure is one line on stderr, ``fa-explore: error: ...`` naming the
+option, field or file, and one of these exit codes (``--debug`` shows the
+traceback instead):
+
+* 0: success.
+* 1: unexpected internal error (a bug; run again with ``--debug`` for the traceback).
+* 2: invalid arguments, config or file: a bad option or value, a ``--config`` file
+  that is missing, unreadable, not a regular file, over the size cap, not UTF-8,
+  not JSON or not a valid RunConfig.
+* 3: the run diverged (a NaN or infinite loss).
+* 4: a dataset is unavailable: not downloaded yet and the download failed (offline).
+* 130: interrupted (Ctrl-C).
+* 141: the output pipe was closed (e.g. ``fa-explore rules | head``).
+
+``python -m fa_explore`` is the same command.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import shutil
 import stat
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +42,8 @@ from . import __version__
 from .config import RunConfig
 from .settings import GROUPS, SETTINGS, in_group, rule_option_settings, short_repr
 
-EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA_UNAVAILABLE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE
 
 # ------------------------------------------------------------ value parsing
 def _scalar_parser(setting):
@@ -140,23 +155,49 @@ def _add_config_options(parser: argparse.ArgumentParser) -> dict[str, str]:
     return conversions
 
 
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success
+  1    unexpected internal error (run again with --debug for the traceback)
+  2    invalid arguments, config or file (--config)
+  3    the run diverged
+  4    a dataset is not downloaded and cannot be downloaded now (offline)
+  130  interrupted (Ctrl-C)
+  141  the output pipe was closed"""
+
 # A config file is a few hundred bytes; a saved run's run.json also holds the history
 # (about 1 KB an evaluation), so the cap leaves room for long, densely evaluated runs.
 CONFIG_MAX_BYTES = 16 * 2**20
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, ``fa-explore: error: ...``: the usage line of
+    ``train`` (one option per RunConfig field) is longer than a screen."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"fa-explore: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fa-explore",
+    common = _Parser(add_help=False)
+    # SUPPRESS: a subcommand's unset --debug keeps a --debug given before the command.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of one line")
+    parser = _Parser(
+        prog="fa-explore", epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Learning without weight transport: train feedback-alignment-family "
                     "rules and compare them with backpropagation.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
-        "train", help="train one run and print its final metrics",
+        "train", help="train one run and print its final metrics", parents=[common],
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train one run, showing progress, then print the final metrics per "
-                    "layer. Example: fa-explore train --rule fa --dataset digits --epochs 5")
+                    "layer.\nExample: fa-explore train --rule fa --dataset digits --epochs 5")
     train.add_argument("--config", metavar="FILE.json", type=Path,
                        help="start from a saved config: a RunConfig JSON file, a saved "
                             "run's run.json, or a saved run's directory (at most "
@@ -169,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(conversions=_add_config_options(train))
 
-    commands.add_parser("rules", help="list the learning rules and the knobs they use")
-    commands.add_parser("datasets", help="list the datasets")
-    settings = commands.add_parser("settings", help="list every setting with its allowed values")
+    commands.add_parser("rules", help="list the learning rules and the knobs they use",
+                        parents=[common])
+    commands.add_parser("datasets", help="list the datasets", parents=[common])
+    settings = commands.add_parser("settings", help="list every setting with its allowed values",
+                                   parents=[common])
     settings.add_argument("--markdown", action="store_true",
                           help="print the docs' settings table (docs/settings.md) instead")
     return parser
@@ -238,8 +281,10 @@ def read_config_file(path: Path) -> RunConfig:
     if isinstance(data, dict) and "format_version" in data and "config" in data:
         data = data["config"]  # a saved run's run.json
     if not isinstance(data, dict):
-        raise ValueError(f"{label}: expected a JSON object (a RunConfig or a saved run's "
-                         f"run.json); got {_JSON_KINDS.get(type(data), type(data).__name__)}")
+        kind = _JSON_KINDS.get(type(data), type(data).__name__)
+        raise ValueError(  # noqa: TRY004 - a bad file, not a bad call: exit 2
+            f"{label}: expected a JSON object (a RunConfig or a saved run's run.json); "
+            f"got {kind}")
     try:
         return RunConfig.from_dict(data)
     except (ValueError, TypeError) as exc:
@@ -393,44 +438,91 @@ def _train(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"saved to {run.save(args.out)}")
     if run.status == "diverged":
-        print(f"fa-explore: run {run.status}: {run.message}", file=sys.stderr)
+        print(f"fa-explore: run {run.status}: {_one_line(run.message)}", file=sys.stderr)
         return EXIT_DIVERGED
     print(f"status: {run.status} ({run.message})")
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fa-explore`` and ``python -m fa_explore``; returns the exit code."""
-    parser = build_parser()
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _failure(exc: Exception) -> tuple[int, str]:
+    """The exit code and the one-line message of an exception that reached main."""
+    data = sys.modules.get(f"{__package__}.data")  # not imported: not a data error
+    if data is not None and isinstance(exc, data.DataUnavailableError):
+        return EXIT_DATA_UNAVAILABLE, _one_line(exc)
+    if isinstance(exc, ValueError):
+        # Invalid configs and inputs: the message names the field, option or file.
+        return EXIT_USAGE, _one_line(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return EXIT_INTERNAL, (f"out of memory ({_one_line(exc) or type(exc).__name__}); "
+                               "try a smaller --hidden, --batch-size or --train-size")
+    detail = _one_line(exc)
+    return EXIT_INTERNAL, (f"internal error: {type(exc).__name__}"
+                           f"{': ' + detail if detail else ''} (run with --debug for the "
+                           "traceback)")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"fa-explore: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at devnull so that the exit flush is quiet."""
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse has printed usage/help already
-        return int(exc.code or 0)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _command(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "rules":
-            print(rules_table())
-        elif args.command == "datasets":
-            print(datasets_table())
-        elif args.command == "settings":
-            if args.markdown:
-                from .settings import settings_markdown
+    if args.command == "train":
+        return _train(args)
+    if args.command == "rules":
+        print(rules_table())
+    elif args.command == "datasets":
+        print(datasets_table())
+    elif args.command == "settings":
+        if args.markdown:
+            from .settings import settings_markdown
 
-                print(settings_markdown(), end="")
-            else:
-                print(settings_table())
-        return EXIT_OK
-    except ValueError as exc:
-        # Invalid configs and inputs: the message names the field and what is allowed.
-        print(f"fa-explore: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
+            print(settings_markdown(), end="")
+        else:
+            print(settings_table())
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fa-explore`` and ``python -m fa_explore``; returns the exit code
+    (see the module docstring) and prints every failure as one line on stderr."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # read before parsing: a failing parser is a bug too
+    try:
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _show_warning  # one line each, too
+            return _command(argv)
+    except SystemExit as exc:  # argparse: help, version or a one-line usage error
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE if exc.code else EXIT_OK
+    except KeyboardInterrupt:  # outside training (which saves a partial run)
         print("fa-explore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if debug:
+            raise
+        code, message = _failure(exc)
+        print(f"fa-explore: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -2,11 +2,24 @@
 a documented exit code and no traceback."""
 
 import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.error
 
 import pytest
 
-from fa_explore import cli
-from fa_explore.cli import CONFIG_MAX_BYTES, EXIT_USAGE, main
+from fa_explore import cli, training
+from fa_explore import data as data_module
+from fa_explore.cli import (CONFIG_MAX_BYTES, EXIT_BROKEN_PIPE, EXIT_DATA_UNAVAILABLE,
+                            EXIT_DIVERGED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
+                            EXIT_USAGE, main)
+
+# 64 examples in batches of 32: 2 steps an epoch.
+TINY = ["--hidden", "8", "--train-size", "64", "--eval-size", "64", "--no-progress"]
+EXIT_CODES = {"0": EXIT_OK, "1": EXIT_INTERNAL, "2": EXIT_USAGE, "3": EXIT_DIVERGED,
+              "4": EXIT_DATA_UNAVAILABLE, "130": EXIT_INTERRUPTED, "141": EXIT_BROKEN_PIPE}
 
 
 def one_line(err: str, start: str = "fa-explore: error: ") -> str:
@@ -17,6 +30,106 @@ def one_line(err: str, start: str = "fa-explore: error: ") -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(start), err
     return lines[0]
+
+
+# ------------------------------------------------------------- exit codes
+def test_exit_codes_are_documented_in_help_docstring_and_readme(capsys):
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    train_help = capsys.readouterr().out
+    readme = (cli.Path(__file__).parents[1] / "README.md").read_text()
+    assert (EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED) == (0, 2, 3, 130)
+    for text in (top, train_help, cli.__doc__, readme):
+        assert "exit code" in text.lower()
+        for code in EXIT_CODES:
+            assert re.search(rf"(?<![\w.]){code}(?![\w.])", text), (code, text[-600:])
+    assert "--debug" in train_help
+
+
+def test_a_bad_argument_is_one_line_naming_the_option(capsys):
+    assert main(["train", "--epochs", "abc"]) == EXIT_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert "--epochs" in line and "integer" in line and "fa-explore train --help" in line
+
+
+def test_an_unknown_command_is_one_line(capsys):
+    assert main(["trian"]) == EXIT_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert "trian" in line and "train" in line
+
+
+def test_python_dash_m_bad_argument_exits_2_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fa_explore", "train", "--epochs", "abc"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            check=False,
+                            env={**os.environ, "PYTHONPATH": str(cli.Path(cli.__file__)
+                                                                 .parents[1])})
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--epochs" in one_line(result.stderr)
+    assert result.stdout == ""
+
+
+# ------------------------------------------------------------- data unavailable
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """An empty data folder and no network (as in test_data.py)."""
+    import sklearn.datasets._openml as openml
+
+    def blocked_urlopen(request, *args, **kwargs):
+        raise urllib.error.URLError("network blocked by the test")
+
+    def blocked_connect(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
+    monkeypatch.setattr(socket.socket, "connect", blocked_connect)
+    monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)
+    monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_offline_dataset_exits_4_with_how_to_get_it(capsys, offline):
+    code = main(["train", "--dataset", "mnist", *TINY])
+    out, err = capsys.readouterr()
+    assert code == EXIT_DATA_UNAVAILABLE
+    line = one_line(err)
+    assert "'mnist'" in line and "FA_EXPLORE_DATA" in line and str(offline) in line
+    assert "Traceback" not in out
+
+
+# ---------------------------------------------------------- unexpected errors
+def test_an_internal_error_is_one_line_pointing_at_debug(capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise TypeError("something inside broke")
+
+    monkeypatch.setattr(training, "train_iter", broken)
+    assert main(["train", *TINY]) == EXIT_INTERNAL
+    line = one_line(capsys.readouterr().err)
+    assert "TypeError: something inside broke" in line and "--debug" in line
+    with pytest.raises(TypeError, match="inside broke"):
+        main(["train", *TINY, "--debug"])
+    with pytest.raises(TypeError, match="inside broke"):
+        main(["--debug", "train", *TINY])
+
+
+def test_a_mistyped_rule_option_never_prints_a_traceback(capsys):
+    # A string where PFA wants a number: a ValueError once the options are validated
+    # against a schema, a TypeError from inside the optimizer before; never a traceback.
+    code = main(["train", "--rule", "pfa", "--rule-option", "first_epoch_weight_decay=abc",
+                 *TINY, "--epochs", "1"])
+    assert code in (EXIT_USAGE, EXIT_INTERNAL)
+    one_line(capsys.readouterr().err)
+
+
+def test_a_closed_output_pipe_is_quiet(capsys, monkeypatch):
+    def closed(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "rules_table", closed)
+    assert main(["rules"]) == EXIT_BROKEN_PIPE
+    assert "Traceback" not in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ --config
