@@ -15,10 +15,12 @@ traceback instead):
 * 1: unexpected internal error (a bug; run again with ``--debug`` for the traceback).
 * 2: invalid arguments, config or file: a bad option or value, a ``--config`` file
   that is missing, unreadable, not a regular file, over the size cap, not UTF-8,
-  not JSON or not a valid RunConfig.
+  not JSON or not a valid RunConfig, an ``--out`` directory that cannot be created
+  or written (checked before training), or saving the finished run failed (its
+  results are printed first).
 * 3: the run diverged (a NaN or infinite loss).
 * 4: a dataset is unavailable: not downloaded yet and the download failed (offline).
-* 130: interrupted (Ctrl-C).
+* 130: interrupted (Ctrl-C); with ``--out`` the partial run is saved, status ``stopped``.
 * 141: the output pipe was closed (e.g. ``fa-explore rules | head``).
 
 ``python -m fa_explore`` is the same command.
@@ -33,6 +35,7 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 import textwrap
 import warnings
 from pathlib import Path
@@ -159,10 +162,10 @@ EXIT_CODES_HELP = """\
 exit codes:
   0    success
   1    unexpected internal error (run again with --debug for the traceback)
-  2    invalid arguments, config or file (--config)
+  2    invalid arguments, config or file (--config, --out), or saving the run failed
   3    the run diverged
   4    a dataset is not downloaded and cannot be downloaded now (offline)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C); with --out the partial run is saved
   141  the output pipe was closed"""
 
 # A config file is a few hundred bytes; a saved run's run.json also holds the history
@@ -206,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="KEY=VALUE", action="append", type=_parse_rule_option,
                        default=[], help="set one rule option (repeatable), e.g. alpha=0.1")
     train.add_argument("--out", metavar="DIR", type=Path,
-                       help="save the run (config, history, weights) into DIR")
+                       help="save the run (config, history, weights) into DIR, created "
+                            "and checked before training; Ctrl-C saves the partial run")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(conversions=_add_config_options(train))
 
@@ -419,12 +423,100 @@ def describe_config(cfg: RunConfig) -> str:
 
 
 # ---------------------------------------------------------------- commands
-def _train(args: argparse.Namespace) -> int:
-    from .training import train
+def _prepare_out(path: Path) -> list[Path]:
+    """Create the ``--out`` directory (with its parents) and check that it can be
+    written, before training; returns the folders it created, deepest first."""
+    label = f"--out {path}"
+    created = []
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{label}: not a directory (a file of that name exists)")
+        missing = path
+        while not missing.exists() and missing.parent != missing:
+            created.append(missing)
+            missing = missing.parent
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_empty(created)
+        raise ValueError(f"{label}: cannot create the directory "
+                         f"({exc.strerror or exc})") from None
+    try:
+        with tempfile.TemporaryFile(dir=path, prefix=".fa-explore-"):
+            pass
+    except OSError as exc:
+        _remove_empty(created)
+        raise ValueError(f"{label}: the directory is not writable "
+                         f"({exc.strerror or exc})") from None
+    return created
 
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders ``_prepare_out`` made, deepest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _save(run, out: Path) -> str | None:
+    """Save ``run`` into ``out``; None, or why it could not be saved."""
+    try:
+        run.save(out)
+    except Exception as exc:  # noqa: BLE001 - OSError, or the safetensors writer's errors
+        return _one_line(exc.strerror if isinstance(exc, OSError) and exc.strerror
+                         else f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    out = args.out
+    created = _prepare_out(out) if out is not None else []
+    try:
+        return _train_into(args, cfg, out)
+    finally:
+        _remove_empty(created)  # a run that never got saved leaves no empty folder
+
+
+def _train_into(args: argparse.Namespace, cfg: RunConfig, out: Path | None) -> int:
+    from . import training
+
     print(describe_config(cfg.resolve()), flush=True)
-    run = train(cfg, progress=not args.no_progress)
+    bar = None  # made at the first snapshot, once the data has loaded (or failed to)
+    run = None
+    begun = 0  # training steps begun: train_iter asks should_stop before each one
+
+    def count_step() -> bool:
+        nonlocal begun
+        begun += 1
+        if bar is not None and begun - 1 > bar.n:
+            bar.update(begun - 1 - bar.n)  # tqdm throttles the redraws
+        return False
+
+    # train_iter rather than train: the Run is at hand when Ctrl-C arrives.
+    try:
+        try:
+            for snapshot in training.train_iter(cfg, should_stop=count_step):
+                run = snapshot.run
+                if bar is None and not args.no_progress:
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=snapshot.total_steps, unit="step", desc=cfg.rule)
+                if bar is not None:
+                    bar.n = snapshot.step
+                    if snapshot.row:
+                        bar.set_postfix(test_acc=f"{snapshot.row['test_acc']:.3f}",
+                                        loss=f"{snapshot.row['train_loss']:.3f}")
+                    bar.refresh()
+        finally:
+            if bar is not None:
+                bar.close()
+    except KeyboardInterrupt:
+        return _interrupted(run, begun, out)
+    if run is None:
+        raise RuntimeError("training ended without a snapshot")
+
     if run.rows:
         final = run.final
         print()
@@ -435,13 +527,35 @@ def _train(args: argparse.Namespace) -> int:
                            [[final.get("step"), final.get("epoch"), final.get("train_loss"),
                              final.get("train_acc"), final.get("test_loss"),
                              final.get("test_acc"), final.get("time")]]))
-    if args.out is not None:
-        print(f"saved to {run.save(args.out)}")
+    failed = _save(run, out) if out is not None else None
+    if out is not None and failed is None:
+        print(f"saved to {out}")
     if run.status == "diverged":
         print(f"fa-explore: run {run.status}: {_one_line(run.message)}", file=sys.stderr)
-        return EXIT_DIVERGED
-    print(f"status: {run.status} ({run.message})")
-    return EXIT_OK
+    else:
+        print(f"status: {run.status} ({run.message})")
+    if failed is not None:
+        print(f"fa-explore: error: --out {out}: could not save the run ({failed}); the "
+              "results above are not saved", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_DIVERGED if run.status == "diverged" else EXIT_OK
+
+
+def _interrupted(run, begun: int, out: Path | None) -> int:
+    """Ctrl-C during training: save the partial run (status stopped) into --out."""
+    if run is None:
+        what = "before training started" + ("; nothing saved" if out is not None else "")
+    else:
+        where = f"at step {begun} of {run.total_steps}"
+        run.status, run.message = "stopped", f"interrupted (Ctrl-C) {where}"
+        if out is None:
+            what = f"{where}; not saved (give --out DIR to keep a partial run)"
+        else:
+            failed = _save(run, out)
+            what = (f"{where}; partial run saved to {out}" if failed is None
+                    else f"{where}; could not save the partial run to {out} ({failed})")
+    print(f"fa-explore: interrupted {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _one_line(text: Any) -> str:

@@ -1,5 +1,6 @@
-"""fa-explore's failure paths: one line on stderr naming the option, field or file,
-a documented exit code and no traceback."""
+"""fa-explore's failure paths: one line on stderr, a documented exit code, no traceback,
+and nothing lost (the --out directory is checked before training, a finished run's
+results are printed even when saving fails, Ctrl-C saves the partial run)."""
 
 import os
 import re
@@ -10,7 +11,7 @@ import urllib.error
 
 import pytest
 
-from fa_explore import cli, training
+from fa_explore import RULES, Run, cli, training
 from fa_explore import data as data_module
 from fa_explore.cli import (CONFIG_MAX_BYTES, EXIT_BROKEN_PIPE, EXIT_DATA_UNAVAILABLE,
                             EXIT_DIVERGED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
@@ -30,6 +31,31 @@ def one_line(err: str, start: str = "fa-explore: error: ") -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(start), err
     return lines[0]
+
+
+def interrupt_after(monkeypatch, calls: int, rule: str = "fa") -> None:
+    """Ctrl-C during training step ``calls``: the rule's compute_grads runs once a step
+    (and once more per evaluation, inside probe_grads, which does not count)."""
+    cls = RULES[rule]
+    compute, probe = cls.compute_grads, cls.probe_grads
+    seen, probing = [], []
+
+    def compute_grads(self, *args, **kwargs):
+        if not probing:
+            seen.append(1)
+            if len(seen) == calls:
+                raise KeyboardInterrupt
+        return compute(self, *args, **kwargs)
+
+    def probe_grads(self, *args, **kwargs):
+        probing.append(1)
+        try:
+            return probe(self, *args, **kwargs)
+        finally:
+            probing.pop()
+
+    monkeypatch.setattr(cls, "compute_grads", compute_grads)
+    monkeypatch.setattr(cls, "probe_grads", probe_grads)
 
 
 # ------------------------------------------------------------- exit codes
@@ -90,13 +116,15 @@ def offline(monkeypatch, tmp_path):
     return tmp_path / "data"
 
 
-def test_offline_dataset_exits_4_with_how_to_get_it(capsys, offline):
-    code = main(["train", "--dataset", "mnist", *TINY])
+def test_offline_dataset_exits_4_with_how_to_get_it(capsys, offline, tmp_path):
+    out_dir = tmp_path / "new" / "run"
+    code = main(["train", "--dataset", "mnist", *TINY, "--out", str(out_dir)])
     out, err = capsys.readouterr()
     assert code == EXIT_DATA_UNAVAILABLE
     line = one_line(err)
     assert "'mnist'" in line and "FA_EXPLORE_DATA" in line and str(offline) in line
     assert "Traceback" not in out
+    assert not (tmp_path / "new").exists()  # the --out folder made up front is removed
 
 
 # ---------------------------------------------------------- unexpected errors
@@ -130,6 +158,101 @@ def test_a_closed_output_pipe_is_quiet(capsys, monkeypatch):
     monkeypatch.setattr(cli, "rules_table", closed)
     assert main(["rules"]) == EXIT_BROKEN_PIPE
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- --out
+def test_out_that_is_a_file_is_refused_before_training(capsys, tmp_path):
+    path = tmp_path / "taken"
+    path.write_text("not a folder")
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(path)]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    line = one_line(err)
+    assert str(path) in line and "--out" in line and "not a directory" in line
+    assert out == ""  # refused before training
+    assert path.read_text() == "not a folder"
+
+
+def test_out_that_cannot_be_created_is_refused_before_training(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = blocker / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(path)]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    line = one_line(err)
+    assert str(path) in line and "cannot create" in line
+    assert out == ""
+
+
+def test_out_that_is_not_writable_is_refused_before_training(capsys, tmp_path, monkeypatch):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: make the write probe fail instead
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(cli.tempfile, "TemporaryFile", refuse)
+    else:
+        folder.chmod(0o555)
+    try:
+        code = main(["train", *TINY, "--epochs", "1", "--out", str(folder)])
+    finally:
+        folder.chmod(0o755)
+    out, err = capsys.readouterr()
+    assert code == EXIT_USAGE
+    line = one_line(err)
+    assert str(folder) in line and "not writable" in line and "Permission denied" in line
+    assert out == ""
+
+
+def test_a_failed_save_keeps_the_printed_results(capsys, tmp_path, monkeypatch):
+    def full_disk(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Run, "save", full_disk)
+    out_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(out_dir)]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert "test_acc" in out and "weight_angle" in out and "status: finished" in out
+    line = one_line(err)
+    assert str(out_dir) in line and "No space left on device" in line and "not saved" in line
+
+
+# ------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_saves_the_partial_run(capsys, tmp_path, monkeypatch):
+    interrupt_after(monkeypatch, 4)
+    out_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "3", "--out", str(out_dir)]) == EXIT_INTERRUPTED
+    line = one_line(capsys.readouterr().err, "fa-explore: interrupted")
+    assert "at step 4 of 6" in line and f"partial run saved to {out_dir}" in line
+    run = Run.load(out_dir)
+    assert run.status == "stopped" and "interrupted" in run.message
+    assert run.total_steps == 6 and [row["step"] for row in run.rows] == [0, 1, 2, 3]
+
+
+def test_ctrl_c_without_out_says_nothing_was_saved(capsys, monkeypatch):
+    interrupt_after(monkeypatch, 2)
+    assert main(["train", *TINY, "--epochs", "2"]) == EXIT_INTERRUPTED
+    line = one_line(capsys.readouterr().err, "fa-explore: interrupted")
+    assert "at step 2 of 4" in line and "--out" in line
+
+
+def test_ctrl_c_before_training_leaves_no_empty_out_folder(capsys, tmp_path, monkeypatch):
+    def interrupted_load(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "dataset_from_config", interrupted_load)
+    out_dir = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out_dir)]) == EXIT_INTERRUPTED
+    line = one_line(capsys.readouterr().err, "fa-explore: interrupted")
+    assert "before training" in line
+    assert not out_dir.exists()
+
+
+def test_the_progress_bar_still_shows(capsys):
+    argv = [a for a in TINY if a != "--no-progress"]
+    assert main(["train", *argv, "--epochs", "1"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "2/2" in err and "step" in err and "Traceback" not in err
 
 
 # ------------------------------------------------------------------ --config
