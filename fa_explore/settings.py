@@ -377,8 +377,10 @@ _TABLE: dict[str, dict[str, Setting]] = {
             control="slider", ui_maximum=0.99, label="feedback sparsity"),
         "feedback_sparsity_scaling": S(
             "str", "rescaled", "how a sparse feedback keeps its scale: 'rescaled' multiplies "
-            "fixed masks by 1/sqrt(1-p) and a learned matrix's initial draw instead of its mask; "
-            "'unscaled' keeps 0/1 masks (the PFA authors' convention)",
+            "fixed masks by 1/sqrt(1-p), and a learned matrix's initial draw instead of its "
+            "0/1 mask (so sparsity does not speed its learning up); 'unscaled' keeps 0/1 masks "
+            "and unscaled draws (the PFA authors' convention; PFA's P then has variance "
+            "1/(N̄(1-p)))",
             choices=("rescaled", "unscaled"), rule_flag="uses_feedback_sparsity",
             control="dropdown", label="sparsity scaling"),
         "expansion_ratio": S(
@@ -386,7 +388,9 @@ _TABLE: dict[str, dict[str, Setting]] = {
             "layer's neurons", optional=True, rule_default=True, minimum=1, maximum=128,
             rule_flag="uses_expansion_ratio", control="dropdown", label="expansion ratio"),
         "feedback_init_gain": S(
-            "float", 1.0, "multiplies the scale of every randomly drawn feedback matrix",
+            "float", 1.0, "multiplies the scale of every randomly drawn feedback matrix "
+            "(B, sign feedback's M, DFA's D, PFA's R; PFA's P keeps E[PPᵀ] = I); with "
+            "init_angle, ‖B‖ = gain·‖W‖",
             minimum=0, maximum=100, exclusive_minimum=True, rule_flag="uses_feedback_init",
             control="log_slider", ui_minimum=0.01, ui_maximum=100, label="feedback gain"),
         "rule_options": S("options", None, "rule options (see `fa-explore rules`)",

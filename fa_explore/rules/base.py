@@ -6,7 +6,7 @@ estimates and its own random generator. ``compute_grads(model, x, y)`` runs the
 training forward/backward its own way and fills ``.grad`` of every trainable
 tensor, so any torch optimizer can step.
 
-Conventions (see ``shared/reference/learning_rules.md``): layer ``l`` (0-based
+Conventions (see ``docs/math.md``): layer ``l`` (0-based
 here, 1-based in metric names) has weight ``W`` of shape ``(N_out, N_in, *kernel)``;
 a layer-to-layer feedback matrix has the same shape as ``W`` and replaces it in
 the backward pass: ``grad_input = grad_output · B``.
@@ -124,19 +124,21 @@ def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def aligned_like(weight: torch.Tensor, angle_deg: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """A matrix at exactly ``angle_deg`` from ``weight`` with the same norm (IFA).
+                 generator: torch.Generator | None, kind: str = "xavier_uniform",
+                 gain: float = 1.0) -> torch.Tensor:
+    """A matrix at exactly ``angle_deg`` from ``weight`` with ``gain`` times its norm
+    (IFA): ``B = gain·‖W‖ (cos θ Ŵ + sin θ Ô)`` with Ô the normalised part of a fresh
+    draw from the ``kind`` init orthogonal to W (initial_soft_alignment seed).
 
-    ``B = ‖W‖ (cos θ Ŵ + sin θ Ô)`` with Ô the normalised part of a fresh random
-    draw orthogonal to W (initial_soft_alignment seed).
-    """
+    The angle is exact for this matrix; a sparsity mask applied afterwards moves it
+    (see :meth:`Rule.init_feedback`)."""
     w = weight.detach().double()
     w_hat = w / w.norm()
-    g = init_weight_(torch.empty_like(weight), generator).double()
+    g = init_weight_(torch.empty_like(weight), generator, kind).double()
     o = g - (g * w_hat).sum() * w_hat
     o_hat = o / o.norm()
     theta = math.radians(angle_deg)
-    b = w.norm() * (math.cos(theta) * w_hat + math.sin(theta) * o_hat)
+    b = gain * w.norm() * (math.cos(theta) * w_hat + math.sin(theta) * o_hat)
     return b.to(weight.dtype)
 
 
@@ -157,6 +159,29 @@ class Rule(nn.Module):
       schema's ``rule_flag``; a setting a rule does not use must keep its default).
     - ``feedback_kind``: ``"layer"`` (a matrix per layer standing in for W),
       ``"direct"`` (output-to-layer matrices) or ``"none"``.
+    - ``adaptive_feedback``: the feedback changes during training (learned by an
+      optimizer, a mirror phase or a running estimate), which decides how a
+      sparsity mask scales (below).
+
+    Random feedback draws (:meth:`draw_feedback`) come from ``cfg.weight_init``, the
+    forward weights' distribution, scaled by ``cfg.feedback_init_gain``.
+
+    Feedback sparsity p (``cfg.feedback_sparsity``; product_feedback_alignment seed,
+    Fig. 6) is a fixed Bernoulli(1 − p) mask, drawn at init and applied at every use
+    of the matrix. ``cfg.feedback_sparsity_scaling`` chooses how the feedback keeps
+    its scale:
+
+    - ``"rescaled"`` (default): a FIXED matrix's mask is 0 or ``1/sqrt(1 − p)``, so its
+      norm is kept in expectation. An ADAPTIVE matrix gets a plain 0/1 mask and its
+      initial draw is multiplied by ``1/sqrt(1 − p)`` instead: the same initial
+      effective norm, but no change to how fast it learns. (A scaled mask inside the
+      backward multiplies a learned matrix's gradient and its use by ``1/sqrt(1 − p)``
+      each, so the effective matrix moves ``1/(1 − p)`` times faster; PFA at p = 0.99
+      diverged from that.) What an adaptive matrix converges to is then masked
+      unscaled: KP's ``m ⊙ B → m ⊙ W``.
+    - ``"unscaled"``: every mask is 0/1 and no draw is rescaled (the PFA authors'
+      code); a sparse fixed feedback is then ``sqrt(1 − p)`` times smaller. PFA keeps
+      ``E[P Pᵀ] = I`` by drawing ``P`` with variance ``1/(N̄·(1 − p))``.
     """
 
     name: ClassVar[str] = ""
@@ -171,6 +196,7 @@ class Rule(nn.Module):
     uses_feedback_init: ClassVar[bool] = False
     expansion_ratios: ClassVar[tuple[int, ...] | None] = None
     feedback_kind: ClassVar[str] = "none"
+    adaptive_feedback: ClassVar[bool] = False
 
     def __init__(self, model: FeedforwardNet, cfg, generator: torch.Generator | None = None):
         super().__init__()
@@ -226,21 +252,60 @@ class Rule(nn.Module):
         return torch.randn(*shape, generator=self.generator, device=like.device,
                            dtype=like.dtype)
 
-    def init_feedback(self, weight: torch.Tensor) -> torch.Tensor:
-        """A random matrix from the forward weights' init distribution, or, with
-        ``init_angle`` set on a rule that uses it, one at exactly that angle to W."""
-        if self.uses_init_angle and self.cfg.init_angle is not None:
-            return aligned_like(weight, self.cfg.init_angle, self.generator)
-        return init_weight_(torch.empty_like(weight.detach()), self.generator)
+    @property
+    def density(self) -> float:
+        """``1 − p``: the fraction of feedback entries a sparsity mask keeps."""
+        return 1.0 - self.sparsity
 
-    def make_mask(self, like: torch.Tensor) -> torch.Tensor | None:
-        """Fixed Bernoulli(1 − p) mask scaled by 1/sqrt(1 − p), or None when p = 0
-        (product_feedback_alignment seed, Fig. 6)."""
+    @property
+    def rescaled_sparsity(self) -> bool:
+        """Whether sparse feedback keeps its scale (``feedback_sparsity_scaling``)."""
+        return self.sparsity > 0 and self.cfg.feedback_sparsity_scaling == "rescaled"
+
+    def draw_feedback(self, empty: torch.Tensor) -> torch.Tensor:
+        """Fill ``empty`` with a random feedback draw: the forward weights' init
+        distribution (``cfg.weight_init``) times ``cfg.feedback_init_gain``."""
+        return init_weight_(empty, self.generator, kind=self.cfg.weight_init,
+                            gain=self.cfg.feedback_init_gain)
+
+    def initial_scale(self, adaptive: bool | None = None) -> float:
+        """Factor on an initial feedback draw: ``1/sqrt(1 − p)`` for an adaptive
+        matrix under ``"rescaled"`` sparsity (its mask stays 0/1), else 1."""
+        adaptive = self.adaptive_feedback if adaptive is None else adaptive
+        return 1.0 / math.sqrt(self.density) if adaptive and self.rescaled_sparsity else 1.0
+
+    def init_feedback(self, weight: torch.Tensor, adaptive: bool | None = None) -> torch.Tensor:
+        """An initial layer-to-layer feedback matrix for ``weight``.
+
+        A random draw (:meth:`draw_feedback`), or, with ``init_angle=θ`` on a rule
+        that uses it, ``B`` at exactly θ from ``W`` with ``‖B‖ = feedback_init_gain·‖W‖``
+        (:func:`aligned_like`). θ is the angle BEFORE any sparsity mask: the masked
+        matrix that the backward and the metrics use is at another angle (for θ = 0
+        and density d, ``cos = sqrt(Σ m W² / Σ W²) ≈ sqrt(d)``: about 45° at p = 0.5;
+        in general ``cos ≈ sqrt(d)·cos θ``). An adaptive matrix under ``"rescaled"``
+        sparsity is then multiplied by :meth:`initial_scale`."""
+        if self.uses_init_angle and self.cfg.init_angle is not None:
+            matrix = aligned_like(weight, self.cfg.init_angle, self.generator,
+                                  self.cfg.weight_init, self.cfg.feedback_init_gain)
+        else:
+            matrix = self.draw_feedback(torch.empty_like(weight.detach()))
+        scale = self.initial_scale(adaptive)
+        return matrix if scale == 1.0 else matrix * scale
+
+    def make_mask(self, like: torch.Tensor, adaptive: bool | None = None
+                  ) -> torch.Tensor | None:
+        """The fixed Bernoulli(1 − p) mask of a feedback matrix shaped like ``like``, or
+        None when p = 0: 0/1, times ``1/sqrt(1 − p)`` for a fixed matrix under
+        ``"rescaled"`` sparsity (see the class docstring). ``adaptive`` defaults to the
+        rule's ``adaptive_feedback``."""
         if self.sparsity <= 0:
             return None
-        keep = 1.0 - self.sparsity
+        adaptive = self.adaptive_feedback if adaptive is None else adaptive
         draw = torch.rand(like.shape, generator=self.generator, device=like.device)
-        return (draw < keep).to(like.dtype) / math.sqrt(keep)
+        mask = (draw < self.density).to(like.dtype)
+        if self.rescaled_sparsity and not adaptive:
+            mask = mask / math.sqrt(self.density)
+        return mask
 
     @staticmethod
     def masked(matrix: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -301,7 +366,8 @@ class LayerFeedbackRule(Rule):
 class StoredLayerFeedback(LayerFeedbackRule):
     """``B_l`` stored by the rule (buffers ``B1``, ``B2`` …, or parameters when
     ``learned_feedback``), initialised by :meth:`Rule.init_feedback`, with a fixed
-    sparsity mask ``B{l}_mask`` when ``feedback_sparsity > 0``."""
+    sparsity mask ``B{l}_mask`` when ``feedback_sparsity > 0`` (0/1 for an
+    ``adaptive_feedback`` rule, see :class:`Rule`)."""
 
     learned_feedback: ClassVar[bool] = False
     uses_feedback_init = True

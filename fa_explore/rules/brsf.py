@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..models import init_weight_
 from .frsf import FRSF
 
 
 class BRSF(FRSF):
-    """Feedback ``B_l = |M_l(t)| ⊙ sign(W_l)`` with ``M_l(t)`` redrawn (Xavier) from the
-    rule's generator at every step (Liao, Leibo & Poggio 2016, batchwise
+    """Feedback ``B_l = |M_l(t)| ⊙ sign(W_l)`` with ``M_l(t)`` redrawn (as frSF's ``M``:
+    ``weight_init`` times ``feedback_init_gain``) from the rule's generator at every step (Liao, Leibo & Poggio 2016, batchwise
     random-magnitude sign-concordant feedback).
 
     Each step uses the ``M`` drawn at the end of the previous one (or at init) and
@@ -28,7 +27,7 @@ class BRSF(FRSF):
         loss = super().compute_grads(model, x, y)
         with torch.no_grad():
             for l in range(1, model.n_layers):
-                init_weight_(getattr(self, f"M{l}"), self.generator)
+                self.draw_feedback(getattr(self, f"M{l}"))
         return loss
 
     def conservation_potential(self, model, layer):

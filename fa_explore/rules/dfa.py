@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..models import FeedforwardNet, init_weight_
+from ..models import FeedforwardNet
 from .base import Rule
 
 
@@ -71,9 +71,10 @@ class DFA(Rule):
             self.register_buffer(f"D{l}_mask", self.make_mask(matrix))
 
     def init_direct_feedback(self, empty: torch.Tensor) -> torch.Tensor:
-        """Initial ``D_l``: the forward weights' Xavier-uniform distribution, so ``D_l``
-        is scaled like ``W_L`` (the exact feedback of the last hidden layer)."""
-        return init_weight_(empty, self.generator)
+        """Initial ``D_l``: the forward weights' init distribution (``weight_init``) for
+        a matrix of ``D_l``'s shape ``(N_L, N_l)``, times ``feedback_init_gain``, so
+        ``D_l`` is scaled like ``W_L`` (the exact feedback of the last hidden layer)."""
+        return self.draw_feedback(empty)
 
     # ------------------------------------------------------------ feedback
     def stored_direct_feedback(self, layer: int) -> torch.Tensor:

@@ -37,6 +37,7 @@ class DKP(DFA):
                                         minimum=0, maximum=10),
     }
     learned_feedback = True
+    adaptive_feedback = True
     uses_feedback_init = False  # D starts at zero
 
     def __init__(self, model, cfg, generator=None):

@@ -8,8 +8,11 @@ from .base import FixedLayerFeedback
 class FA(FixedLayerFeedback):
     """Fixed random feedback ``B_l`` drawn like ``W_l`` (Lillicrap et al. 2016).
 
-    With ``init_angle=θ`` each ``B_l`` is built once at exactly θ degrees from the
-    initial ``W_l`` with the same norm (soft initial alignment, IFA; θ = 0 is adaFA).
+    With ``init_angle=θ`` each ``B_l`` is built once at θ degrees from the initial
+    ``W_l`` with ``‖B_l‖ = feedback_init_gain·‖W_l‖`` (soft initial alignment, IFA;
+    θ = 0 is adaFA). θ is exact without sparsity; ``feedback_sparsity`` p masks the
+    matrix after it is built, so the feedback in use, which the metrics report, is
+    at a larger angle (``cos ≈ sqrt(1 − p)·cos θ``; see :meth:`Rule.init_feedback`).
     """
 
     name = "fa"

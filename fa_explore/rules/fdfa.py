@@ -35,6 +35,7 @@ class FDFA(DFA):
                         "average (the paper's momentum is 1 - alpha)", minimum=0, maximum=1,
                         exclusive_minimum=True),
     }
+    adaptive_feedback = True
     uses_feedback_init = False  # D starts at zero
 
     def __init__(self, model, cfg, generator=None):

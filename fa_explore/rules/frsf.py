@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..models import init_weight_
 from .base import LayerFeedbackRule, outgoing_weights
 
 
 class FRSF(LayerFeedbackRule):
     """Feedback ``B_l = |M_l| ⊙ sign(W_l)``: the forward weights' current signs with
-    fixed random magnitudes ``|M_l|``, ``M_l`` drawn once like ``W_l`` (Xavier)
+    fixed random magnitudes ``|M_l|``, ``M_l`` drawn once like ``W_l`` (the
+    ``weight_init`` distribution, times ``feedback_init_gain``)
     (Liao, Leibo & Poggio 2016, fixed random-magnitude sign-concordant feedback).
 
     ``M_l`` is stored as buffer ``M{l}``; every metric sees the effective ``B_l``
@@ -31,8 +31,7 @@ class FRSF(LayerFeedbackRule):
         super().__init__(model, cfg, generator)
         for l in range(1, model.n_layers):
             weight = model.layers[l].weight
-            self.register_buffer(f"M{l}", init_weight_(torch.empty_like(weight.detach()),
-                                                       self.generator))
+            self.register_buffer(f"M{l}", self.draw_feedback(torch.empty_like(weight.detach())))
             self.register_buffer(f"B{l}_mask", self.make_mask(weight))
 
     def feedback_matrix(self, model, layer):

@@ -13,7 +13,9 @@ class KP(StoredLayerFeedback):
 
     Under SGD with weight decay, ``W_l − B_l`` only feels the decay and shrinks as
     ``(1 − lr·λ)^t``, so ``B_l → W_l`` whatever its start (``init_angle`` sets that
-    start). With ``feedback_sparsity`` a fixed mask multiplies ``B_l`` at every use.
+    start). With ``feedback_sparsity`` a fixed 0/1 mask ``m`` multiplies ``B_l`` at
+    every use, so ``m ⊙ B_l → m ⊙ W_l``; under ``"rescaled"`` sparsity the initial
+    ``B_l`` is drawn ``1/sqrt(1 − p)`` larger instead (:class:`~.base.Rule`).
     """
 
     name = "kp"
@@ -22,6 +24,7 @@ class KP(StoredLayerFeedback):
     paper = "Kolen & Pollack 1994; Akrout et al. 2019, NeurIPS"
     defaults = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-2}
     learned_feedback = True
+    adaptive_feedback = True
     uses_init_angle = True
     uses_feedback_sparsity = True
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..models import init_weight_
+from ..models import init_std, init_weight_
 from ..settings import Option
 from .base import Rule, input_grad, layer_forward, weight_grads
 
@@ -94,12 +94,33 @@ class PFA(Rule):
     paper's ~18° instead of staying FA-like. ``weight_decay=1e-4`` gives the
     paper's schedule exactly.
 
-    ``P`` is Xavier-uniform with gain ``sqrt((1 + 1/k)/2)``, i.e. variance ``1/N̄``, so
-    ``E[P Pᵀ] = I`` (Marchenko–Pastur spectrum with edges ``(1 ∓ 1/sqrt(k))²``);
-    ``W`` and ``R`` are Xavier-uniform with gain 1. With ``feedback_sparsity`` p,
-    fixed masks (``P{l}_mask``, ``R{l}_mask``) of density ``1 − p`` scaled by
-    ``1/sqrt(1 − p)`` multiply ``P`` and ``R`` at every use; the kept entries of
-    ``P`` then have variance ``1/(N̄·(1 − p))`` and still ``E[P Pᵀ] = I``.
+    Init: ``P`` from the ``weight_init`` family with variance ``1/N̄`` (Xavier-uniform
+    with gain ``sqrt((1 + 1/k)/2)`` by default), so ``E[P Pᵀ] = I`` (Marchenko–Pastur
+    spectrum with edges ``(1 ∓ 1/sqrt(k))²``); ``R`` is a random feedback draw
+    (``weight_init``, gain 1 by default). ``feedback_init_gain`` scales ``R`` only: it
+    sets the path's initial norm (the soft-alignment trainability map varies the
+    feedback scale) while ``P``, the fixed projection, keeps ``E[P Pᵀ] = I``.
+
+    Sparsity p, density ``d = 1 − p``: fixed masks ``P{l}_mask`` and ``R{l}_mask``
+    multiply ``P`` and ``R`` at every use (``P_m``, ``R_m`` below). Both conventions
+    (``feedback_sparsity_scaling``) give the same ``P_m``: kept entries of variance
+    ``1/(N̄ d)``, so ``E[P_m P_mᵀ] = I`` still ("rescaled": ``P`` of variance ``1/N̄``
+    under a mask of ``1/sqrt(d)``; "unscaled", the authors' code: ``P`` of variance
+    ``1/(N̄ d)`` under a 0/1 mask). ``R`` learns, so its mask is 0/1 in both: its
+    gradient ``m ⊙ (P_mᵀ grad W)`` and its use then carry no factor, and
+    ``R − m ⊙ P_mᵀ W`` only feels the decay, ``R → m ⊙ P_mᵀ W``. They differ in
+    ``R``'s initial draw, ``1/sqrt(d)`` larger under "rescaled". Path norm ratios
+    ``‖P_m R_m‖/‖W‖`` (σ_R, σ_W: the init stds of ``R`` and ``W``):
+
+    - at init: ``σ_R/σ_W`` ("rescaled", as without sparsity), ``sqrt(d)·σ_R/σ_W``
+      ("unscaled");
+    - at the decay's fixed point ``R_m = m ⊙ P_mᵀ W``, both conventions:
+      ``sqrt(d² + (d (N_l − 1) + κ − d²)/N̄) ≈ sqrt(d² + d/k)`` (κ = 9/5, the
+      kurtosis of uniform entries), at an angle ``arccos(1/sqrt(1 + 1/(k d)))``:
+      0.35 and 30° at d = 0.3, k = 10. The path is ``d`` times shorter than ``W``
+      there, as in the authors' code. (A ``1/sqrt(d)`` mask on ``R`` would give
+      ``1/d`` times that, ≈ 1.16, but it multiplies ``R``'s learning rate by ``1/d``:
+      100 at p = 0.99, which diverged.)
     """
 
     name = "pfa"
@@ -119,6 +140,7 @@ class PFA(Rule):
     uses_feedback_sparsity = True
     uses_expansion_ratio = True
     uses_feedback_init = True
+    adaptive_feedback = True  # R learns (P is fixed: each mask is chosen per matrix)
 
     @classmethod
     def feedback_size_factor(cls, expansion_ratio, sparsity):
@@ -133,16 +155,21 @@ class PFA(Rule):
             weight = model.layers[l].weight
             n_extra = self.expansion_ratio * weight.shape[0]
             p = self.draw_p(weight, n_extra)
-            r = init_weight_(weight.new_empty(n_extra, *weight.shape[1:]), self.generator)
+            if self.sparsity > 0 and not self.rescaled_sparsity:
+                p = p / math.sqrt(self.density)  # the authors': Var 1/(N̄ d), 0/1 mask
+            r = self.draw_feedback(weight.new_empty(n_extra, *weight.shape[1:]))
+            r = r * self.initial_scale(adaptive=True)
             self.register_buffer(f"P{l}", p)
             self.register_parameter(f"R{l}", nn.Parameter(r))
-            self.register_buffer(f"P{l}_mask", self.make_mask(p))
-            self.register_buffer(f"R{l}_mask", self.make_mask(r))
+            self.register_buffer(f"P{l}_mask", self.make_mask(p, adaptive=False))
+            self.register_buffer(f"R{l}_mask", self.make_mask(r, adaptive=True))
 
     def draw_p(self, weight: torch.Tensor, n_extra: int) -> torch.Tensor:
-        """The fixed ``P`` of shape ``(N_out, N̄)``: iid with variance ``1/N̄``."""
-        gain = math.sqrt((1 + 1 / self.expansion_ratio) / 2)
-        return init_weight_(weight.new_empty(weight.shape[0], n_extra), self.generator) * gain
+        """The fixed ``P`` of shape ``(N_out, N̄)``: iid from the ``weight_init`` family
+        with variance ``1/N̄``, so ``E[P Pᵀ] = I``."""
+        shape = (weight.shape[0], n_extra)
+        gain = math.sqrt(1.0 / n_extra) / init_std(shape, self.cfg.weight_init)
+        return init_weight_(weight.new_empty(shape), self.generator, self.cfg.weight_init, gain)
 
     def product_factors(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(P, R)`` as used in layer ``layer``'s backward, masks applied (``R`` keeps

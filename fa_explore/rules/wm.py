@@ -24,7 +24,9 @@ class WM(StoredLayerFeedback):
     over positions); each kernel tap is divided by the number of positions where
     it meets the input (fewer at padded borders), which keeps the estimate at
     exactly ``σ² W_l``. ``init_angle`` sets the initial ``B_l``; with
-    ``feedback_sparsity`` a fixed mask multiplies ``B_l`` at every use.
+    ``feedback_sparsity`` a fixed 0/1 mask multiplies ``B_l`` at every use (the
+    initial ``B_l`` drawn ``1/sqrt(1 − p)`` larger under ``"rescaled"`` sparsity,
+    see :class:`~.base.Rule`).
     """
 
     name = "wm"
@@ -46,6 +48,7 @@ class WM(StoredLayerFeedback):
     }
     uses_init_angle = True
     uses_feedback_sparsity = True
+    adaptive_feedback = True
 
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)

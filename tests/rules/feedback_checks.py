@@ -118,11 +118,15 @@ def learns(rule_name: str, epochs: int = 3, **fields) -> float:
     return run.final["test_acc"]
 
 
-def assert_sparse_feedback(feedback, unmasked, p: float):
-    """``feedback`` is ``unmasked`` under a Bernoulli(1 − p) mask rescaled by
-    1/sqrt(1 − p): a fraction ≈ p of zeros, the norm kept in expectation."""
+def assert_sparse_feedback(feedback, unmasked, p: float, rescaled: bool = True):
+    """``feedback`` is ``unmasked`` under a Bernoulli(1 − p) mask: a fraction ≈ p of
+    zeros, the kept entries rescaled by 1/sqrt(1 − p) (fixed feedback under the
+    "rescaled" convention: the norm kept in expectation) or left as they are (a
+    0/1 mask: adaptive feedback, or the "unscaled" convention; the norm then
+    shrinks by sqrt(1 − p))."""
     kept = feedback != 0
     assert abs(1 - kept.double().mean().item() - p) < 0.02
-    torch.testing.assert_close(feedback[kept], unmasked[kept] / (1 - p) ** 0.5)
+    scale = 1 / (1 - p) ** 0.5 if rescaled else 1.0
+    torch.testing.assert_close(feedback[kept], unmasked[kept] * scale)
     ratio = feedback.double().norm().item() / unmasked.double().norm().item()
-    assert abs(ratio - 1) < 0.03
+    assert abs(ratio - scale * (1 - p) ** 0.5) < 0.03

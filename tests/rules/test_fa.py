@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from fa_explore.metrics import layer_metrics
 from fa_explore.models import xavier_std
 from fa_explore.rules.base import angle_between
 from feedback_checks import (assert_all_equal, assert_sparse_feedback, batch, bp_grads,
@@ -43,6 +44,45 @@ def test_init_angle_is_exact_with_equal_norm(float64_build, kind, angle):
     if angle == 0.0:
         x, y = batch(model)
         assert_all_equal(rule_grads(rule, model, x, y), bp_grads(model, x, y))
+
+
+@pytest.mark.parametrize("p", [0.5, 0.8])
+def test_zero_init_angle_is_the_angle_before_the_mask(p):
+    # θ = 0 makes B = W; the feedback in use is c·m ⊙ W (c = 1/sqrt(1 − p) or 1: the
+    # angle does not see c), and the metrics report that matrix. With d = 1 − p:
+    #   cos = ⟨W, c m⊙W⟩ / (‖W‖ ‖c m⊙W‖) = sqrt(X),  X = Σ m W² / Σ W²,
+    # exactly. Given W, E[X] = d and Var X = d(1 − d) Σ W⁴/(Σ W²)² = d(1 − d) κ/n
+    # (κ = n Σ W⁴/(Σ W²)², 9/5 for uniform entries, n entries), so to second order
+    #   E[cos] = sqrt(d) (1 − (1 − d) κ / (8 d n)),
+    # sqrt(d) for a large layer (45° at p = 0.5), a little less on a small one.
+    d = 1 - p
+    found, expected = [], []
+    for seed in range(60):
+        model, rule = tiny("fa", hidden=(7, 6), init_angle=0.0, feedback_sparsity=p,
+                           seed=seed)
+        weight = model.layers[1].weight.detach()
+        in_use = rule.effective_feedback(model, 1)
+        metrics = layer_metrics(model, rule, *batch(model), None)
+        kept = in_use != 0
+        cos = math.sqrt(weight[kept].pow(2).sum() / weight.pow(2).sum())
+        assert metrics["weight_angle/2"] == pytest.approx(math.degrees(math.acos(cos)),
+                                                          abs=1e-6)
+        n = weight.numel()
+        kappa = n * weight.pow(4).sum().item() / weight.pow(2).sum().item() ** 2
+        found.append(cos)
+        expected.append(math.sqrt(d) * (1 - (1 - d) * kappa / (8 * d * n)))
+    found, expected = torch.tensor(found), torch.tensor(expected)
+    standard_error = found.std().item() / math.sqrt(len(found))
+    assert abs(found.mean().item() - expected.mean().item()) < 3 * standard_error
+    assert expected.mean().item() < math.sqrt(d) - 0.001  # the small layer's correction
+    # A large layer: sqrt(d) itself (45.0° at p = 0.5), and cos ≈ sqrt(d)·cos θ for any θ.
+    for angle in (0.0, 60.0):
+        model, rule = tiny("fa", hidden=(200, 300), init_angle=angle, feedback_sparsity=p)
+        weight = model.layers[1].weight
+        assert angle_between(weight, rule.B1) == pytest.approx(angle, abs=1e-3)
+        measured = angle_between(weight, rule.effective_feedback(model, 1))
+        assert math.cos(math.radians(measured)) == pytest.approx(
+            math.sqrt(d) * math.cos(math.radians(angle)), abs=0.01)
 
 
 def test_default_feedback_is_drawn_like_the_weights():

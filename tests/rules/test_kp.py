@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build
+from fa_explore.models import xavier_std
 from fa_explore.rules.base import angle_between
 from fa_explore.training import make_optimizers
 from feedback_checks import (assert_all_equal, assert_sparse_feedback, batch, bp_grads, learns,
@@ -107,7 +108,12 @@ def test_feedback_sparsity_masks_the_feedback():
     model, rule = tiny("kp", hidden=(200, 200), feedback_sparsity=p)
     x, y = batch(model)
     first = rule.effective_feedback(model, 1)
-    assert_sparse_feedback(first, rule.B1.detach(), p)
+    # B learns: a 0/1 mask, and an initial draw 1/sqrt(1 - p) larger instead, so the
+    # feedback in use starts with the norm of an unmasked draw.
+    assert_sparse_feedback(first, rule.B1.detach(), p, rescaled=False)
+    assert rule.B1.std().item() == pytest.approx(xavier_std(rule.B1) / (1 - p) ** 0.5, rel=0.03)
+    assert first.norm().item() == pytest.approx(xavier_std(first) * first.numel() ** 0.5,
+                                                rel=0.03)
     sgd_steps(rule, model, x, y, steps=3)
     assert torch.equal(rule.effective_feedback(model, 1) == 0, first == 0)
 

@@ -8,6 +8,7 @@ import torch
 
 from fa_explore import RunConfig, build
 from fa_explore.metrics import norm_ratio, weight_angle
+from fa_explore.models import init_std
 from fa_explore.rules import pfa as pfa_module
 from fa_explore.rules.base import feedback_call
 from fa_explore.training import make_optimizers
@@ -99,14 +100,18 @@ def test_backward_uses_the_effective_feedback(kind, sparsity, route):
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_sparsity_masks_p_and_r(kind, route):
+@pytest.mark.parametrize("scaling", ["rescaled", "unscaled"])
+def test_sparsity_masks_p_and_r(kind, scaling, route):
     p_sparse = 0.5
-    model, rule = float64_pair("pfa", kind, feedback_sparsity=p_sparse)
+    model, rule = float64_pair("pfa", kind, feedback_sparsity=p_sparse,
+                               feedback_sparsity_scaling=scaling)
     x, y = batch(model)
+    # P is fixed: its mask keeps the norm under "rescaled". R learns: always 0/1.
+    p_kept = 1 / math.sqrt(1 - p_sparse) if scaling == "rescaled" else 1.0
     for l in range(1, model.n_layers):
         p_mask, r_mask = rule.get_buffer(f"P{l}_mask"), rule.get_buffer(f"R{l}_mask")
-        assert set(p_mask.unique().tolist()) == {0.0, 1 / math.sqrt(1 - p_sparse)}
-        assert set(r_mask.unique().tolist()) == {0.0, 1 / math.sqrt(1 - p_sparse)}
+        assert set(p_mask.unique().tolist()) == {0.0, p_kept}
+        assert set(r_mask.unique().tolist()) == {0.0, 1.0}
         p, r = rule.product_factors(l)
         torch.testing.assert_close(p, rule.get_buffer(f"P{l}") * p_mask, rtol=0, atol=0)
         torch.testing.assert_close(r, rule.get_parameter(f"R{l}") * r_mask, rtol=0, atol=0)
@@ -120,9 +125,12 @@ def test_sparsity_masks_p_and_r(kind, route):
     assert_all_equal(rule_grads(rule, model, x, y), found, rtol=0, atol=0)
 
 
-def test_sparse_p_keeps_unit_expected_gram_matrix():
-    # Kept entries of P have variance 1/(N̄·density); E[P Pᵀ] = I still holds.
-    cfg = RunConfig(rule="pfa", hidden=(200, 100), feedback_sparsity=0.75)
+@pytest.mark.parametrize("scaling", ["rescaled", "unscaled"])
+def test_sparse_p_keeps_unit_expected_gram_matrix(scaling):
+    # Kept entries of P have variance 1/(N̄·density); E[P Pᵀ] = I still holds, under
+    # either convention (the authors': P drawn with that variance under a 0/1 mask).
+    cfg = RunConfig(rule="pfa", hidden=(200, 100), feedback_sparsity=0.75,
+                    feedback_sparsity_scaling=scaling)
     model, rule = build(cfg, input_shape=(50,), n_classes=3, device="cpu")
     p, _ = rule.product_factors(1)
     n_extra = p.shape[1]
@@ -131,6 +139,9 @@ def test_sparse_p_keeps_unit_expected_gram_matrix():
     assert abs(kept.var().item() * n_extra * 0.25 - 1) < 0.02
     gram = (p.double() @ p.double().t()).diagonal()
     assert abs(gram.mean().item() - 1) < 0.02
+    stored = rule.P1.double()
+    assert stored.var().item() * n_extra == pytest.approx(1 if scaling == "rescaled" else 4,
+                                                          rel=0.02)
 
 
 def geometry(k, n_out=200, n_in=100):
@@ -153,6 +164,47 @@ def test_path_angle_and_norm_follow_the_expansion_ratio(k, angle, tolerance):
     assert math.degrees(math.acos(1 / math.sqrt(1 + 1 / k))) == pytest.approx(angle, abs=0.1)
     assert found_angle == pytest.approx(angle, abs=tolerance)
     assert ratio == pytest.approx(math.sqrt(1 + 1 / k), abs=0.03)
+
+
+@pytest.mark.parametrize("scaling", ["rescaled", "unscaled"])
+def test_sparse_path_norm_ratio_closed_forms(scaling):
+    # Density d = 0.3, k = 10, a 200 x 100 layer (N̄ = 2000). P_m, R_m: P and R as used
+    # (masked). E[P_m²] = 1/N̄ entrywise under both conventions.
+    d, k = 0.3, 10
+    cfg = RunConfig(rule="pfa", hidden=(100, 200), expansion_ratio=k, feedback_sparsity=1 - d,
+                    feedback_sparsity_scaling=scaling)
+    model, rule = build(cfg, input_shape=(3,), n_classes=2, device="cpu")
+    model, rule = model.double(), rule.double()
+    weight = model.layers[1].weight.detach()
+    n_out, n_in = weight.shape
+    n_extra = k * n_out
+    # At init: E‖P_m R_m‖² = n_out·n_in·N̄·(1/N̄)·E[R_m²], E[R_m²] = d·Var R, and Var R is
+    # σ_R²/d ("rescaled": the learned R's draw is 1/sqrt(d) larger) or σ_R² ("unscaled").
+    sigma_r = init_std((n_extra, n_in))
+    initial = math.sqrt(n_out * n_in) * sigma_r / weight.norm().item()
+    if scaling == "unscaled":
+        initial *= math.sqrt(d)
+    assert norm_ratio(weight, rule.effective_feedback(model, 1)) == pytest.approx(initial,
+                                                                                  rel=0.03)
+    # sqrt((n_out + n_in)/(N̄ + n_in)) = 0.378 as without sparsity; sqrt(d) of it unscaled.
+    assert initial == pytest.approx((0.378 if scaling == "rescaled" else 0.207), abs=0.005)
+    # At the decay's fixed point R_m = m ⊙ P_mᵀ W: the path's (i, k) entry is
+    # W_ik Σ_j m_jk P_ij² (mean d W_ik, variance (κ − d²)/N̄ · W_ik², κ = 9/5 for
+    # uniform entries) plus Σ_j m_jk P_ij Σ_{a≠i} P_aj W_ak (variance d/N̄ Σ_{a≠i} W_ak²):
+    # E‖path‖²/‖W‖² = d² + (d (n_out − 1) + κ − d²)/N̄ ≈ d² + d/k, ⟨path, W⟩ ≈ d‖W‖².
+    p_used, _ = rule.product_factors(1)
+    set_r(rule, 1, rule.R1_mask * (p_used.t() @ weight))
+    path = rule.effective_feedback(model, 1)
+    kappa = 9 / 5
+    fixed = math.sqrt(d ** 2 + (d * (n_out - 1) + kappa - d ** 2) / n_extra)
+    assert fixed == pytest.approx(math.sqrt(d ** 2 + d / k), abs=0.003)
+    assert fixed == pytest.approx(0.348, abs=0.001)  # the authors' 0.35, either way
+    assert norm_ratio(weight, path) == pytest.approx(fixed, rel=0.02)
+    assert weight_angle(weight, path) == pytest.approx(math.degrees(math.acos(d / fixed)),
+                                                       abs=0.7)
+    # A 1/sqrt(d) mask on the learned R (the old convention) converged to R_m = m ⊙ P_mᵀ W / d:
+    # the ratio 1/d times larger, ≈ 1.16 (the issue's 1.17), at the same angle.
+    assert fixed / d == pytest.approx(math.sqrt(1 + 1 / (k * d)), abs=0.01)
 
 
 def test_gram_eigenvalues_follow_marchenko_pastur():
@@ -189,11 +241,15 @@ def test_weight_decay_schedule_switches_after_the_first_epoch():
     assert optimizers[0].param_groups[0]["weight_decay"] == 1e-4
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_weight_decay_drives_r_to_p_transposed_w(kind):
-    # grad R = Pᵀ grad W, so D = R − Pᵀ W only feels the decay: with SGD momentum m,
-    # D_t = d_t D_0 where b_t = m b_{t-1} + λ d_t, d_{t+1} = d_t − lr b_t (scalars).
-    model, rule = float64_pair("pfa", kind)
+@pytest.mark.parametrize("kind, sparsity, scaling", [
+    ("mlp", 0.0, "rescaled"), ("cnn", 0.0, "rescaled"), ("mlp", 0.5, "rescaled"),
+    ("mlp", 0.5, "unscaled"), ("cnn", 0.5, "rescaled")])
+def test_weight_decay_drives_r_to_p_transposed_w(kind, sparsity, scaling):
+    # grad R = m ⊙ P_mᵀ grad W (m: R's 0/1 mask, P_m: the masked P in use; m = 1 and
+    # P_m = P without sparsity), so D = R − m ⊙ P_mᵀ W only feels the decay: with SGD
+    # momentum μ, D_t = d_t D_0 where b_t = μ b_{t-1} + λ d_t, d_{t+1} = d_t − lr b_t.
+    model, rule = float64_pair("pfa", kind, feedback_sparsity=sparsity,
+                               feedback_sparsity_scaling=scaling)
     cfg = rule.cfg
     optimizers = make_optimizers(cfg, model, rule)
     rule.on_epoch_start(0, optimizers)
@@ -201,9 +257,15 @@ def test_weight_decay_drives_r_to_p_transposed_w(kind):
     x, y = batch(model)
 
     def gaps():
-        return [rule.get_parameter(f"R{l}").detach().flatten(1)
-                - rule.get_buffer(f"P{l}").t() @ model.layers[l].weight.detach().flatten(1)
-                for l in range(1, model.n_layers)]
+        out = []
+        for l in range(1, model.n_layers):
+            p_used, _ = rule.product_factors(l)
+            mask = rule.get_buffer(f"R{l}_mask")
+            target = p_used.t() @ model.layers[l].weight.detach().flatten(1)
+            if mask is not None:
+                target = mask.flatten(1) * target
+            out.append(rule.get_parameter(f"R{l}").detach().flatten(1) - target)
+        return out
 
     start, d, buffer = gaps(), 1.0, 0.0
     for step in range(15):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build
+from fa_explore.models import xavier_std
 from fa_explore.rules.base import angle_between
 from feedback_checks import (assert_all_equal, assert_sparse_feedback, batch, bp_grads, learns,
                              manual_grads, rule_grads, sgd_steps, tiny)
@@ -128,9 +129,11 @@ def test_feedback_sparsity_masks_the_feedback():
     p = 0.3
     model, rule = tiny("wm", hidden=(200, 200), feedback_sparsity=p)
     x, y = batch(model)
-    assert_sparse_feedback(rule.effective_feedback(model, 1), rule.B1, p)
+    # B learns: a 0/1 mask, and an initial draw 1/sqrt(1 - p) larger instead.
+    assert_sparse_feedback(rule.effective_feedback(model, 1), rule.B1, p, rescaled=False)
+    assert rule.B1.std().item() == pytest.approx(xavier_std(rule.B1) / (1 - p) ** 0.5, rel=0.03)
     sgd_steps(rule, model, x, y, steps=2)
-    assert_sparse_feedback(rule.effective_feedback(model, 1), rule.B1, p)
+    assert_sparse_feedback(rule.effective_feedback(model, 1), rule.B1, p, rescaled=False)
 
 
 @pytest.mark.parametrize("option, value", [("sigma", 0.0), ("lambda_b", 1.0),
