@@ -64,11 +64,16 @@ class DFA(Rule):
             empty = torch.empty(n_out, math.prod(shape), device=output_weight.device,
                                 dtype=output_weight.dtype)
             matrix = self.init_direct_feedback(empty)
-            if self.learned_feedback:
+            if self.feedback_is_parameter():
                 self.register_parameter(f"D{l}", nn.Parameter(matrix))
             else:
                 self.register_buffer(f"D{l}", matrix)
             self.register_buffer(f"D{l}_mask", self.make_mask(matrix))
+
+    def feedback_is_parameter(self) -> bool:
+        """Whether ``D_l`` are parameters (stepped by an optimizer) or buffers; the
+        class's ``learned_feedback`` unless a subclass decides from its options."""
+        return self.learned_feedback
 
     def init_direct_feedback(self, empty: torch.Tensor) -> torch.Tensor:
         """Initial ``D_l``: the forward weights' init distribution (``weight_init``) for

@@ -64,7 +64,18 @@ def dkp_case(model, rule, x, y):
     return {f"D{l}": (rule.direct_feedback(l), -LR * g) for l, g in enumerate(readout, 1)}
 
 
-CASES = {"kp": kp_case, "pfa": pfa_case, "wm": wm_case, "dkp": dkp_case}
+def fdfa_case(model, rule, x, y):
+    """FDFA (running average): unmasked, D_l gains α (D̂_l − D_l)."""
+    state = rule.generator.get_state()
+    _, _, probes = rule.jacobian_probes(model, x)
+    rule.generator.set_state(state)  # compute_grads draws the same perturbations
+    old = [rule.stored_direct_feedback(l).clone() for l in range(1, model.n_layers)]
+    rule.compute_grads(model, x, y)
+    return {f"D{l}": (rule.direct_feedback(l), rule.alpha * (estimate - d))
+            for l, (estimate, d) in enumerate(zip(rule.estimates(probes), old), 1)}
+
+
+CASES = {"kp": kp_case, "pfa": pfa_case, "wm": wm_case, "dkp": dkp_case, "fdfa": fdfa_case}
 
 
 @pytest.mark.parametrize("scaling", ["rescaled", "unscaled"])
@@ -76,10 +87,11 @@ def test_learned_feedback_moves_by_its_unmasked_update_restricted_to_the_mask(na
     model, rule = tiny(name, hidden=(30, 20), feedback_sparsity=P,
                        feedback_sparsity_scaling=scaling)
     x, y = batch(model)
-    if name == "dkp":  # start D away from zero
+    if name in ("dkp", "fdfa"):  # start D away from zero
         with torch.no_grad():
-            for d in rule.parameters():
-                d.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+            for n, d in rule.state_dict(keep_vars=True).items():
+                if not n.endswith("_mask"):
+                    d.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
     names = [n for n in dict(rule.named_parameters()) | dict(rule.named_buffers())
              if f"{n}_mask" in dict(rule.named_buffers()) and n[0] in "BRD"]
     before = {}
