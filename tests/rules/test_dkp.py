@@ -1,11 +1,14 @@
 """DKP (Webster et al. 2021): DFA whose D_l start at zero and learn with grad D_l = eᵀ h_l."""
 
+import math
+
 import pytest
 import torch
 
 from direct_checks import hidden_outputs, manual_dfa_any, manual_dfa_mlp, output_error
 from fa_explore import RunConfig, build, train
-from fa_explore.training import make_optimizers
+from fa_explore.rules.base import angle_between
+from fa_explore.training import make_optimizers, train_iter
 from feedback_checks import assert_all_equal, batch, rule_grads, tiny
 
 
@@ -52,9 +55,11 @@ def test_feedback_gradient_is_error_times_hidden_output(kind):
 
 def test_last_feedback_gets_exactly_the_output_weights_update():
     # Kolen–Pollack symmetry: D_{L-1} and W_L see the same gradient, so under the
-    # same Adam (no decay) W_L − D_{L-1} stays W_L(0) whatever the steps.
-    cfg = RunConfig(rule="dkp", hidden=(7, 6), optimizer="adam", lr=0.01,
-                    rule_options={"feedback_lr": 0.01, "feedback_weight_decay": 0.0})
+    # same Adam step (no decay) W_L − D_{L-1} stays W_L(0) whatever the steps: without
+    # decay D only tracks W_L − W_L(0).
+    cfg = RunConfig(rule="dkp", hidden=(7, 6), optimizer="adam", lr=0.01, weight_decay=0.0,
+                    rule_options={"feedback_optimizer": "adam", "feedback_lr": 0.01,
+                                  "feedback_weight_decay": 0.0})
     model, rule = build(cfg, input_shape=(5,), n_classes=4, device="cpu")
     model, rule = model.double(), rule.double()
     optimizers = make_optimizers(cfg.resolve(), model, rule)
@@ -73,10 +78,48 @@ def test_last_feedback_gets_exactly_the_output_weights_update():
     assert rule.D2.abs().max() > 0.05  # it did move
 
 
-def test_feedback_has_its_own_adam_group_from_the_options():
-    cfg = RunConfig(rule="dkp", optimizer="sgd", lr=0.05).resolve()
+def test_defaults_share_the_forward_weights_optimizer_and_decay():
+    cfg = RunConfig(rule="dkp").resolve()
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.05, 0.9, 1e-2)
+    assert cfg.rule_option("feedback_optimizer") == "shared"
     model, rule = build(cfg, input_shape=(5,), n_classes=4, device="cpu")
-    assert cfg.rule_options == {"feedback_lr": 1e-4, "feedback_weight_decay": 1e-6}
+    (optimizer,) = make_optimizers(cfg, model, rule)
+    (group,) = optimizer.param_groups
+    assert isinstance(optimizer, torch.optim.SGD) and group["weight_decay"] == 1e-2
+    assert {id(p) for p in group["params"]} == {
+        id(p) for p in [*model.parameters(), *rule.parameters()]}
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_shared_decay_drives_the_last_feedback_to_the_output_weights(momentum):
+    # grad D_{L-1} = grad W_L, one SGD group with decay λ: G = W_L − D_{L-1} only feels
+    # the decay, G_t = d_t G_0 with b_t = μ b_{t-1} + λ d_t, d_{t+1} = d_t − lr b_t.
+    lr, decay = 0.1, 0.05
+    cfg = RunConfig(rule="dkp", hidden=(7, 6), lr=lr, momentum=momentum,
+                    weight_decay=decay).resolve()
+    model, rule = build(cfg, input_shape=(5,), n_classes=4, device="cpu")
+    model, rule = model.double(), rule.double()
+    (optimizer,) = make_optimizers(cfg, model, rule)
+    x, y = batch(model)
+    gap0 = model.layers[-1].weight.detach() - rule.D2.detach()
+    d, buffer = 1.0, 0.0
+    for step in range(30):
+        optimizer.zero_grad(set_to_none=True)
+        rule.compute_grads(model, x, y)
+        optimizer.step()
+        buffer = momentum * buffer + decay * d if step else decay * d
+        d -= lr * buffer
+    assert d < 0.9
+    torch.testing.assert_close(model.layers[-1].weight.detach() - rule.D2.detach(), d * gap0,
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_feedback_has_its_own_adam_group_from_the_options():
+    cfg = RunConfig(rule="dkp", optimizer="sgd", lr=0.05,
+                    rule_options={"feedback_optimizer": "adam"}).resolve()
+    model, rule = build(cfg, input_shape=(5,), n_classes=4, device="cpu")
+    assert cfg.rule_options == {"feedback_optimizer": "adam", "feedback_lr": 1e-4,
+                                "feedback_weight_decay": 1e-6}
     optimizers = {type(o).__name__: o for o in make_optimizers(cfg, model, rule)}
     assert set(optimizers) == {"SGD", "Adam"}
     (sgd_group,) = optimizers["SGD"].param_groups
@@ -84,7 +127,8 @@ def test_feedback_has_its_own_adam_group_from_the_options():
     assert sgd_group["lr"] == 0.05 and len(sgd_group["params"]) == 6
     assert adam_group["lr"] == 1e-4 and adam_group["weight_decay"] == 1e-6
     assert {id(p) for p in adam_group["params"]} == {id(p) for p in rule.parameters()}
-    cfg = RunConfig(rule="dkp", rule_options={"feedback_lr": 3e-3}).resolve()
+    cfg = RunConfig(rule="dkp", rule_options={"feedback_optimizer": "adam",
+                                              "feedback_lr": 3e-3}).resolve()
     (group,) = [g for g in rule.__class__(model, cfg).param_groups(model)
                 if g.get("optimizer") == "adam"]
     assert group["lr"] == 3e-3
@@ -105,13 +149,32 @@ def test_feedback_sparsity_masks_the_feedback_in_use():
                      rtol=1e-12, atol=1e-14)
 
 
-def test_learning_the_feedback_aligns_the_hidden_updates():
-    run = train(RunConfig(rule="dkp", epochs=2, eval_every=15, device="cpu"))
-    history = run.history
+def last_feedback_angles(cfg):
+    """Per evaluation: the angle between D_{L-1} and W_L, and the history."""
+    angles, run = [], None
+    for snapshot in train_iter(cfg):
+        run = snapshot.run
+        if snapshot.row is not None:
+            angles.append(angle_between(run.rule.D2, run.model.layers[-1].weight))
+    return angles, run.history
+
+
+def test_with_the_defaults_the_last_feedback_becomes_the_output_weights():
+    # Digits, 128-128, 3 epochs (135 steps), evaluated every epoch. Measured (seeds
+    # 0-1): D_2 at 39°, 35°, 29° from W_3 after each epoch; the last hidden layer's
+    # gradient angle 25-26° against DFA's 71-72° (and 0.4° after 20 epochs). The
+    # paper's own Adam for D (no decay on W) stays at 71° and 73°.
+    cfg = RunConfig(rule="dkp", epochs=3, eval_every=45, device="cpu")
+    angles, history = last_feedback_angles(cfg)
+    assert math.isnan(angles[0])  # D starts at zero
+    assert all(b < a for a, b in zip(angles[1:], angles[2:])) and angles[-1] < 35
+    dfa = train(cfg.replace(rule="dfa")).history
     assert history["weight_angle/2"].isna().all()
-    assert history["grad_angle/1"].iloc[1:].notna().all()  # zero D at step 0: undefined
-    # Hidden updates become descent directions (below 90°) and keep aligning.
-    for n in (1, 2):
-        assert history[f"grad_angle/{n}"].iloc[-1] < 85
-        assert history[f"grad_angle/{n}"].iloc[-1] < history[f"grad_angle/{n}"].iloc[1] - 5
-    assert history["test_acc"].iloc[-1] > 0.8
+    last_hidden = history["grad_angle/2"].iloc[-1]
+    assert last_hidden < 35 and last_hidden < dfa["grad_angle/2"].iloc[-1] - 30
+    assert history["grad_angle/1"].iloc[-1] < dfa["grad_angle/1"].iloc[-1] - 20
+    assert history["test_acc"].iloc[-1] > 0.9
+    paper, _ = last_feedback_angles(cfg.replace(
+        optimizer="adam", lr=1e-3, weight_decay=0.0,
+        rule_options={"feedback_optimizer": "adam"}))
+    assert paper[-1] > 60  # D tracks W_3 − W_3(0): the reason for the defaults
