@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import socket
+import time
 import urllib.error
 
 import numpy as np
@@ -16,9 +17,15 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, load_dataset
-from fa_explore.data import (DATASETS, DataUnavailableError, _mnist1d_arrays, available,
-                             dataset_from_config, dataset_shape)
 from fa_explore import data as data_module
+from fa_explore.data import (
+    DATASETS,
+    DataUnavailableError,
+    _mnist1d_arrays,
+    available,
+    dataset_from_config,
+    dataset_shape,
+)
 from fa_explore.models import build_model
 
 LOCAL = [n for n, s in DATASETS.items() if not s.downloads]
@@ -82,8 +89,11 @@ def test_mnist1d_is_the_packages_generator_without_touching_global_rngs():
     np.random.seed(123)
     random.seed(123)
     np_before, py_before = np.random.get_state(), random.getstate()
-    _mnist1d_arrays.cache_clear()
+    # A size no other test asks for, so the generator really runs here (clearing the
+    # cache instead would make the next test generate the default 5000 again).
+    misses = _mnist1d_arrays.cache_info().misses
     data = load_dataset("mnist1d", n_samples=300, standardize=False)
+    assert _mnist1d_arrays.cache_info().misses == misses + 1
     np_after = np.random.get_state()
     assert np_after[0] == np_before[0] and np.array_equal(np_after[1], np_before[1])
     assert np_after[2:] == np_before[2:]
@@ -337,7 +347,7 @@ def _write_fake_openml_cache(home, data_id, pixels, labels):
             + "".join(f"@ATTRIBUTE pixel{i + 1} NUMERIC\n" for i in range(n_pixels))
             + "@ATTRIBUTE class {0,1,2,3,4,5,6,7,8,9}\n@DATA\n"
             + "".join(",".join(map(str, row)) + f",{label}\n"
-                      for row, label in zip(pixels, labels)))
+                      for row, label in zip(pixels, labels, strict=True)))
 
     def put(path, text):
         target = root / (path + ".gz")
@@ -364,6 +374,17 @@ def _write_fake_openml_cache(home, data_id, pixels, labels):
         "quality": [{"name": "NumberOfInstances", "value": f"{n_rows}.0"}]}}))
 
 
+class _NoSleep:
+    """The time module, but sleep returns at once."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds):
+        pass
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """An empty data folder and no network: every OpenML request raises and is logged."""
@@ -381,6 +402,9 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
     monkeypatch.setattr(socket.socket, "connect", blocked_connect)
     monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)  # scikit-learn's retry pause
+    # Some fetch_openml calls retry with scikit-learn's own 1 s delay, whatever ours:
+    # its module's time.sleep does nothing here (the retries still happen, and count).
+    monkeypatch.setattr(openml, "time", _NoSleep())
     monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
     return tmp_path / "data", requests
 
