@@ -1,7 +1,9 @@
 # fa_explore developer tasks. Every target sets up .venv on first use.
 #
 #   make app                  serve the dashboard on http://127.0.0.1:8866 (Voila)
-#   make test                 whole test suite (PYTEST_ARGS="-m 'not slow'" for a quick pass)
+#   make lint                 ruff check . (make test runs it first)
+#   make test                 lint, then the whole test suite
+#                             (PYTEST_ARGS="-m 'not slow'" for a quick pass)
 #   make train                one training run on digits with progress and final table
 #   make bench                per-step time of every rule vs BP, then accuracy with defaults
 #
@@ -30,7 +32,7 @@ endif
 
 STAMP := $(VENV)/.fa_explore-installed
 
-.PHONY: help install app test train bench
+.PHONY: help install app lint test train bench
 
 APP_PORT ?= 8866
 
@@ -51,7 +53,10 @@ app: $(STAMP) ## serve the dashboard with Voila on http://127.0.0.1:$(APP_PORT)
 	$(VENV)/bin/voila apps/alignment_dashboard.ipynb --no-browser \
 		--port=$(APP_PORT) --Voila.ip=127.0.0.1
 
-test: $(STAMP) ## run the whole test suite
+lint: $(STAMP) ## check the code with ruff (the settings are in pyproject.toml)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint ## lint, then run the whole test suite
 	@# pytest's exit code 5 means "no tests collected": not a failure of the code.
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5): nothing failed"; rc=0; fi; \
