@@ -21,9 +21,9 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..config import RunConfig
-from ..settings import SETTINGS
 from ..data import DATASETS
 from ..rules import RULES
+from ..settings import SETTINGS
 from . import views
 from .controls import (
     RULE_DEFAULT_CHOICE,
@@ -217,8 +217,8 @@ class Dashboard(widgets.VBox):
         self.depth.add_class("fx-depth")
         self.width = int_box("width", 2, 2048, "fx-width", "Units per hidden layer")
         self.hidden_hint = _hint()
-        self.activation = dropdown("activation", list(SETTINGS["activation"].allowed_choices()), "fx-activation",
-                                   "Hidden nonlinearity")
+        self.activation = dropdown("activation", list(SETTINGS["activation"].allowed_choices()),
+                                   "fx-activation", "Hidden nonlinearity")
 
         self.angle_random = widgets.Checkbox(
             description="random feedback (no set angle)", indent=False,
@@ -243,7 +243,8 @@ class Dashboard(widgets.VBox):
                                   "PFA: width multiple of the intermediate feedback layer")
         self.expansion_hint = _hint()
 
-        self.optimizer = dropdown("optimizer", list(SETTINGS["optimizer"].allowed_choices()), "fx-optimizer",
+        self.optimizer = dropdown("optimizer", list(SETTINGS["optimizer"].allowed_choices()),
+                                  "fx-optimizer",
                                   "Optimizer stepping the gradients the rule computes")
         self.lr = widgets.FloatLogSlider(min=-5, max=0, step=0.1, base=10,
                                          description="learn. rate", style=style, layout=wide,
