@@ -13,9 +13,17 @@ import pytest
 
 from fa_explore import RULES, Run, cli, training
 from fa_explore import data as data_module
-from fa_explore.cli import (CONFIG_MAX_BYTES, EXIT_BROKEN_PIPE, EXIT_DATA_UNAVAILABLE,
-                            EXIT_DIVERGED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
-                            EXIT_USAGE, main)
+from fa_explore.cli import (
+    CONFIG_MAX_BYTES,
+    EXIT_BROKEN_PIPE,
+    EXIT_DATA_UNAVAILABLE,
+    EXIT_DIVERGED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    main,
+)
 
 # 64 examples in batches of 32: 2 steps an epoch.
 TINY = ["--hidden", "8", "--train-size", "64", "--eval-size", "64", "--no-progress"]
