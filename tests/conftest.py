@@ -1,4 +1,7 @@
 import os
+import socket
+import time
+import urllib.error
 
 import pytest
 import torch
@@ -19,3 +22,41 @@ def _deterministic_global_rng():
     # Rules and training use their own generators; this only guards tests that use torch.rand.
     torch.manual_seed(0)
     yield
+
+
+class _NoSleep:
+    """The time module, but sleep returns at once."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds):
+        pass
+
+
+@pytest.fixture
+def offline_openml(monkeypatch, tmp_path):
+    """An empty data folder and no network: every OpenML request raises and is logged.
+    Returns ``(data folder, requested URLs)``."""
+    import sklearn.datasets._openml as openml
+
+    from fa_explore import data as data_module
+
+    requests = []
+
+    def blocked_urlopen(request, *args, **kwargs):
+        requests.append(getattr(request, "full_url", request))
+        raise urllib.error.URLError("network blocked by the test")
+
+    def blocked_connect(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
+    monkeypatch.setattr(socket.socket, "connect", blocked_connect)
+    monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)  # scikit-learn's retry pause
+    # Some fetch_openml calls retry with scikit-learn's own 1 s delay, whatever ours:
+    # its module's time.sleep does nothing here (the retries still happen, and count).
+    monkeypatch.setattr(openml, "time", _NoSleep())
+    monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
+    return tmp_path / "data", requests

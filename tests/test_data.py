@@ -8,9 +8,6 @@ import gzip
 import hashlib
 import json
 import random
-import socket
-import time
-import urllib.error
 
 import numpy as np
 import pytest
@@ -374,39 +371,10 @@ def _write_fake_openml_cache(home, data_id, pixels, labels):
         "quality": [{"name": "NumberOfInstances", "value": f"{n_rows}.0"}]}}))
 
 
-class _NoSleep:
-    """The time module, but sleep returns at once."""
-
-    def __getattr__(self, name):
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(seconds):
-        pass
-
-
 @pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty data folder and no network: every OpenML request raises and is logged."""
-    import sklearn.datasets._openml as openml
-
-    requests = []
-
-    def blocked_urlopen(request, *args, **kwargs):
-        requests.append(getattr(request, "full_url", request))
-        raise urllib.error.URLError("network blocked by the test")
-
-    def blocked_connect(*args, **kwargs):
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
-    monkeypatch.setattr(socket.socket, "connect", blocked_connect)
-    monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)  # scikit-learn's retry pause
-    # Some fetch_openml calls retry with scikit-learn's own 1 s delay, whatever ours:
-    # its module's time.sleep does nothing here (the retries still happen, and count).
-    monkeypatch.setattr(openml, "time", _NoSleep())
-    monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
-    return tmp_path / "data", requests
+def offline(offline_openml):
+    """tests/conftest.py's: an empty data folder, no network, requests logged."""
+    return offline_openml
 
 
 def _shrink_split(monkeypatch, name, n_train):
