@@ -1,11 +1,14 @@
 # fa_explore developer tasks. Every target sets up .venv on first use.
 #
-#   make app                  serve the dashboard on http://127.0.0.1:8866 (Voila)
-#   make test                 whole test suite (PYTEST_ARGS="-m 'not slow'" for a quick pass)
+#   make app                  serve the dashboard on http://127.0.0.1:$(APP_PORT) (Voila)
+#   make lint                 ruff check . (make test runs it first)
+#   make test                 lint, then the whole test suite
+#                             (PYTEST_ARGS="-m 'not slow'" for a quick pass)
 #   make train                one training run on digits with progress and final table
 #   make bench                per-step time of every rule vs BP, then accuracy with defaults
 #
-# Variables: PYTHON (interpreter that creates .venv), TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
+# Variables: PYTHON (interpreter that creates .venv), TORCH, EXTRAS (what gets installed;
+# changing either re-installs), APP_PORT, TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -29,17 +32,27 @@ ifeq ($(CI),true)
 endif
 
 STAMP := $(VENV)/.fa_explore-installed
+# What was installed (TORCH and EXTRAS); rewritten only when a value changes.
+STAMP_VARS := $(VENV)/.fa_explore-install-vars
+INSTALL_VARS := TORCH=$(TORCH) EXTRAS=$(EXTRAS)
 
-.PHONY: help install app test train bench
+.PHONY: help install app lint test train bench FORCE
 
 APP_PORT ?= 8866
 
+# Help texts may name variables (written $$(NAME) there): shown with their values.
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+		sed -e 's/\$$(APP_PORT)/$(APP_PORT)/g' | \
 		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# Reinstalled when pyproject.toml changes (new dependencies or extras).
-$(STAMP): pyproject.toml
+$(STAMP_VARS): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(INSTALL_VARS)' | cmp -s - $@ || echo '$(INSTALL_VARS)' > $@
+
+# Reinstalled when pyproject.toml changes (new dependencies or extras) and when
+# TORCH or EXTRAS differ from the last install (e.g. `make install EXTRAS=app`).
+$(STAMP): pyproject.toml $(STAMP_VARS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) "$(TORCH)"
 	$(PY) -m pip install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
@@ -51,7 +64,10 @@ app: $(STAMP) ## serve the dashboard with Voila on http://127.0.0.1:$(APP_PORT)
 	$(VENV)/bin/voila apps/alignment_dashboard.ipynb --no-browser \
 		--port=$(APP_PORT) --Voila.ip=127.0.0.1
 
-test: $(STAMP) ## run the whole test suite
+lint: $(STAMP) ## check the code with ruff (the settings are in pyproject.toml)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint ## lint, then run the whole test suite
 	@# pytest's exit code 5 means "no tests collected": not a failure of the code.
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5): nothing failed"; rc=0; fi; \

@@ -1,10 +1,20 @@
 import os
+import socket
+import time
+import urllib.error
 
 import pytest
 import torch
+from hypothesis import settings
 
 # Test nets are tiny: one thread avoids thread start-up and oversubscription costs.
 torch.set_num_threads(int(os.environ.get("FA_EXPLORE_TEST_THREADS", "1")))
+
+# CI runs the same examples every time (no example database, no random seed), so a
+# run fails only for a change in the code; locally hypothesis keeps exploring.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +22,41 @@ def _deterministic_global_rng():
     # Rules and training use their own generators; this only guards tests that use torch.rand.
     torch.manual_seed(0)
     yield
+
+
+class _NoSleep:
+    """The time module, but sleep returns at once."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds):
+        pass
+
+
+@pytest.fixture
+def offline_openml(monkeypatch, tmp_path):
+    """An empty data folder and no network: every OpenML request raises and is logged.
+    Returns ``(data folder, requested URLs)``."""
+    import sklearn.datasets._openml as openml
+
+    from fa_explore import data as data_module
+
+    requests = []
+
+    def blocked_urlopen(request, *args, **kwargs):
+        requests.append(getattr(request, "full_url", request))
+        raise urllib.error.URLError("network blocked by the test")
+
+    def blocked_connect(*args, **kwargs):
+        raise OSError("network blocked by the test")
+
+    monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
+    monkeypatch.setattr(socket.socket, "connect", blocked_connect)
+    monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)  # scikit-learn's retry pause
+    # Some fetch_openml calls retry with scikit-learn's own 1 s delay, whatever ours:
+    # its module's time.sleep does nothing here (the retries still happen, and count).
+    monkeypatch.setattr(openml, "time", _NoSleep())
+    monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
+    return tmp_path / "data", requests

@@ -11,9 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import vector_to_parameters
 
-from fa_explore import MLP, CNN
-from fa_explore.analysis import (DecisionGrid, TrajectoryPCA, decision_grid, loss_surface,
-                                 trajectory_pca)
+from fa_explore import CNN, MLP
+from fa_explore.analysis import (
+    DecisionGrid,
+    TrajectoryPCA,
+    decision_grid,
+    loss_surface,
+    trajectory_pca,
+)
 
 
 def orthonormal_pair(n_params, seed=0):
@@ -154,7 +159,7 @@ def test_grid_corners_are_the_trajectory_points_and_match_their_loss():
     points = rectangle_trajectory(model)
     pca = trajectory_pca(points)
     surface = loss_surface(model, x, y, pca, resolution=3, margin=0.0)
-    for point, (a, b) in zip(points, pca.coords):
+    for point, (a, b) in zip(points, pca.coords, strict=True):
         j = int(np.flatnonzero(np.isclose(surface.xs, a, atol=1e-9))[0])
         i = int(np.flatnonzero(np.isclose(surface.ys, b, atol=1e-9))[0])
         assert surface.loss[i, j] == pytest.approx(loss_with_vector(model, point, x, y),

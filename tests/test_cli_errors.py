@@ -4,18 +4,23 @@ results are printed even when saving fails, Ctrl-C saves the partial run)."""
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import urllib.error
 
 import pytest
 
 from fa_explore import RULES, Run, cli, training
-from fa_explore import data as data_module
-from fa_explore.cli import (CONFIG_MAX_BYTES, EXIT_BROKEN_PIPE, EXIT_DATA_UNAVAILABLE,
-                            EXIT_DIVERGED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK,
-                            EXIT_USAGE, main)
+from fa_explore.cli import (
+    CONFIG_MAX_BYTES,
+    EXIT_BROKEN_PIPE,
+    EXIT_DATA_UNAVAILABLE,
+    EXIT_DIVERGED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    main,
+)
 
 # 64 examples in batches of 32: 2 steps an epoch.
 TINY = ["--hidden", "8", "--train-size", "64", "--eval-size", "64", "--no-progress"]
@@ -99,21 +104,10 @@ def test_python_dash_m_bad_argument_exits_2_without_traceback(tmp_path):
 
 # ------------------------------------------------------------- data unavailable
 @pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty data folder and no network (as in test_data.py)."""
-    import sklearn.datasets._openml as openml
-
-    def blocked_urlopen(request, *args, **kwargs):
-        raise urllib.error.URLError("network blocked by the test")
-
-    def blocked_connect(*args, **kwargs):
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
-    monkeypatch.setattr(socket.socket, "connect", blocked_connect)
-    monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)
-    monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
+def offline(offline_openml):
+    """An empty data folder and no network (tests/conftest.py, as test_data.py uses)."""
+    folder, _ = offline_openml
+    return folder
 
 
 def test_offline_dataset_exits_4_with_how_to_get_it(capsys, offline, tmp_path):

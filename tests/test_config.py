@@ -18,8 +18,15 @@ from hypothesis import strategies as st
 from fa_explore import DATASETS, RULES, RunConfig
 from fa_explore.config import config_from_query_lenient, field_names
 from fa_explore.models import MODELS, build_model
-from fa_explore.settings import (MAX_PARAMETERS, RULE_DEFAULTABLE, SETTINGS, FrozenOptions,
-                                 Option, rule_option_settings, settings_markdown)
+from fa_explore.settings import (
+    MAX_PARAMETERS,
+    RULE_DEFAULTABLE,
+    SETTINGS,
+    FrozenOptions,
+    Option,
+    rule_option_settings,
+    settings_markdown,
+)
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RULE_NAMES = list(RULES)

@@ -8,17 +8,21 @@ import gzip
 import hashlib
 import json
 import random
-import socket
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
 
 from fa_explore import RunConfig, load_dataset
-from fa_explore.data import (DATASETS, DataUnavailableError, _mnist1d_arrays, available,
-                             dataset_from_config, dataset_shape)
 from fa_explore import data as data_module
+from fa_explore.data import (
+    DATASETS,
+    DataUnavailableError,
+    _mnist1d_arrays,
+    available,
+    dataset_from_config,
+    dataset_shape,
+)
 from fa_explore.models import build_model
 
 LOCAL = [n for n, s in DATASETS.items() if not s.downloads]
@@ -82,8 +86,11 @@ def test_mnist1d_is_the_packages_generator_without_touching_global_rngs():
     np.random.seed(123)
     random.seed(123)
     np_before, py_before = np.random.get_state(), random.getstate()
-    _mnist1d_arrays.cache_clear()
+    # A size no other test asks for, so the generator really runs here (clearing the
+    # cache instead would make the next test generate the default 5000 again).
+    misses = _mnist1d_arrays.cache_info().misses
     data = load_dataset("mnist1d", n_samples=300, standardize=False)
+    assert _mnist1d_arrays.cache_info().misses == misses + 1
     np_after = np.random.get_state()
     assert np_after[0] == np_before[0] and np.array_equal(np_after[1], np_before[1])
     assert np_after[2:] == np_before[2:]
@@ -337,7 +344,7 @@ def _write_fake_openml_cache(home, data_id, pixels, labels):
             + "".join(f"@ATTRIBUTE pixel{i + 1} NUMERIC\n" for i in range(n_pixels))
             + "@ATTRIBUTE class {0,1,2,3,4,5,6,7,8,9}\n@DATA\n"
             + "".join(",".join(map(str, row)) + f",{label}\n"
-                      for row, label in zip(pixels, labels)))
+                      for row, label in zip(pixels, labels, strict=True)))
 
     def put(path, text):
         target = root / (path + ".gz")
@@ -365,24 +372,9 @@ def _write_fake_openml_cache(home, data_id, pixels, labels):
 
 
 @pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """An empty data folder and no network: every OpenML request raises and is logged."""
-    import sklearn.datasets._openml as openml
-
-    requests = []
-
-    def blocked_urlopen(request, *args, **kwargs):
-        requests.append(getattr(request, "full_url", request))
-        raise urllib.error.URLError("network blocked by the test")
-
-    def blocked_connect(*args, **kwargs):
-        raise OSError("network blocked by the test")
-
-    monkeypatch.setattr(openml, "urlopen", blocked_urlopen)
-    monkeypatch.setattr(socket.socket, "connect", blocked_connect)
-    monkeypatch.setattr(data_module, "_OPENML_DELAY", 1e-3)  # scikit-learn's retry pause
-    monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
-    return tmp_path / "data", requests
+def offline(offline_openml):
+    """tests/conftest.py's: an empty data folder, no network, requests logged."""
+    return offline_openml
 
 
 def _shrink_split(monkeypatch, name, n_train):

@@ -10,9 +10,15 @@ import torch
 from scipy.integrate import quad
 
 from fa_explore import RunConfig, build
-from fa_explore.analysis.geometry import (marchenko_pastur_density, marchenko_pastur_edges,
-                                          p_spectrum, path_alignment_theory, path_geometry,
-                                          product_spectrum, random_p)
+from fa_explore.analysis.geometry import (
+    marchenko_pastur_density,
+    marchenko_pastur_edges,
+    p_spectrum,
+    path_alignment_theory,
+    path_geometry,
+    product_spectrum,
+    random_p,
+)
 
 
 @pytest.mark.parametrize("k", [1, 2, 10, 100])

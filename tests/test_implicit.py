@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build, train
-from fa_explore.analysis.implicit import (conservation_per_neuron, model_at, output_alignment,
-                                          sign_concordance)
+from fa_explore.analysis.implicit import (
+    conservation_per_neuron,
+    model_at,
+    output_alignment,
+    sign_concordance,
+)
 
 
 def _built(rule, **fields):
@@ -43,7 +47,8 @@ def test_output_alignment_closed_forms():
     cos = output_alignment(model, fa)
     assert cos.shape == (30,) and np.all(np.abs(cos) <= 1)
     # Against a direct computation for one neuron: column 3 of W_L and of B_L.
-    v, b = model.layers[-1].weight[:, 3].detach().double(), fa.B2[:, 3].double()  # B2: W_3's feedback
+    # B2: W_3's feedback.
+    v, b = model.layers[-1].weight[:, 3].detach().double(), fa.B2[:, 3].double()
     assert cos[3] == pytest.approx(float(v @ b / (v.norm() * b.norm())), rel=1e-9)
     with pytest.raises(ValueError, match="needs a hidden layer"):
         output_alignment(*_built("fa", hidden=()))

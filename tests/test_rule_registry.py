@@ -1,8 +1,7 @@
 """Invariants every registered rule must satisfy, whatever its name."""
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,7 +72,7 @@ def test_probe_grads_leaves_rule_state_alone(name):
     before = {k: v.clone() for k, v in rule.state_dict().items()}
     first = rule.probe_grads(model, x, y)
     second = rule.probe_grads(model, x, y)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for k, v in rule.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)

@@ -9,8 +9,7 @@ import pandas.testing as pdt
 import pytest
 import torch
 
-from fa_explore import RULES, Run, RunConfig, build, load_dataset, train, train_iter
-from fa_explore import training
+from fa_explore import RULES, Run, RunConfig, build, load_dataset, train, train_iter, training
 from fa_explore.training import Trajectory
 
 # 96 training examples, batch 16: 6 steps per epoch.
@@ -36,7 +35,7 @@ def test_same_config_gives_identical_history(digits):
     cfg = RunConfig(rule="fa", epochs=2, eval_every=2, **TINY)
     first, second = train(cfg, data=digits), train(cfg, data=digits)
     pdt.assert_frame_equal(without_time(first.history), without_time(second.history))
-    for a, b in zip(first.model.parameters(), second.model.parameters()):
+    for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -106,7 +105,7 @@ def test_stopped_run_holds_the_weights_of_its_last_step(digits):
         if snapshot.step == 6:
             break
     one_epoch = train(cfg.replace(epochs=1), data=digits)
-    for a, b in zip(snapshot.run.model.parameters(), one_epoch.model.parameters()):
+    for a, b in zip(snapshot.run.model.parameters(), one_epoch.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -129,7 +128,7 @@ def test_should_stop_ends_the_run_between_any_two_steps(digits, k):
     for snapshot in train_iter(cfg.replace(eval_every=1), data=digits):
         if snapshot.step == k:
             break
-    for a, b in zip(last.run.model.parameters(), snapshot.run.model.parameters()):
+    for a, b in zip(last.run.model.parameters(), snapshot.run.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -184,10 +183,12 @@ def test_evaluation_does_not_change_training(digits, name):
     often = train(cfg.replace(eval_every=1), data=digits)
     rarely = train(cfg.replace(eval_every=1000), data=digits)
     assert often.status == rarely.status == "finished"
-    for (key, a), b in zip(often.model.state_dict().items(), rarely.model.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: model {key}")
-    for (key, a), b in zip(often.rule.state_dict().items(), rarely.rule.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name}: rule {key}")
+    for part in ("model", "rule"):
+        states = [getattr(run, part).state_dict() for run in (often, rarely)]
+        assert states[0].keys() == states[1].keys()
+        for key in states[0]:
+            torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=0,
+                                       msg=f"{name}: {part} {key}")
     # Rows at the steps both evaluated (0 and the last) are identical.
     shared = without_time(often.history).set_index("step").loc[rarely.history["step"]]
     pdt.assert_frame_equal(shared, without_time(rarely.history).set_index("step"))
@@ -335,7 +336,7 @@ def test_trajectory_is_bounded_and_spans_the_run(digits, monkeypatch):
     final = torch.cat([p.detach().flatten() for p in run.model.parameters()])
     torch.testing.assert_close(trajectory.matrix()[-1], final)
     # Roughly even: no gap is more than twice the stride of the downsampling.
-    gaps = [b - a for a, b in zip(trajectory.steps, trajectory.steps[1:])]
+    gaps = [b - a for a, b in zip(trajectory.steps, trajectory.steps[1:], strict=False)]
     assert max(gaps) <= 2 * math.ceil(run.total_steps / len(trajectory.steps))
 
 
@@ -348,4 +349,4 @@ def test_trajectory_halves_when_full():
     assert trajectory.max_points // 2 <= len(steps) <= trajectory.max_points
     assert steps[0] == 0 and steps[-1] == 999
     stride = steps[1] - steps[0]
-    assert all(b - a == stride for a, b in zip(steps[:-2], steps[1:-1]))
+    assert all(b - a == stride for a, b in zip(steps[:-2], steps[1:-1], strict=False))

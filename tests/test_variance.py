@@ -5,8 +5,12 @@ from __future__ import annotations
 import torch
 
 from fa_explore import RunConfig, build
-from fa_explore.analysis.variance import (draw_statistics, estimator_statistics,
-                                          fg_w_relative_variance, gradient_draws)
+from fa_explore.analysis.variance import (
+    draw_statistics,
+    estimator_statistics,
+    fg_w_relative_variance,
+    gradient_draws,
+)
 
 
 def _net(rule: str, hidden=(6, 5), **changes):
@@ -46,7 +50,7 @@ def test_fg_w_variance_matches_its_closed_form():
     model, rule, x, y = _net("fg_w", hidden=(4,))
     stats = estimator_statistics(model, rule, x, y, draws=3000)
     expected = fg_w_relative_variance(model, x, y)
-    for measured, theory in zip(stats["variance"], expected):
+    for measured, theory in zip(stats["variance"], expected, strict=True):
         assert abs(measured / theory - 1) < 0.2, (measured, theory)
     # Unbiased: the bias left after removing variance/n is small next to the variance.
     assert (stats["bias"] < 0.05 * stats["variance"]).all()
@@ -65,7 +69,8 @@ def test_draws_are_fresh_and_leave_the_rule_as_it_was():
         assert all(p.grad is None for p in model.parameters())
         # Seeded: the same call gives the same draws.
         again = gradient_draws(model, rule, x, y, draws=3)
-        assert all(torch.equal(a, b) for d1, d2 in zip(draws, again) for a, b in zip(d1, d2))
+        assert all(torch.equal(a, b) for d1, d2 in zip(draws, again, strict=True)
+                   for a, b in zip(d1, d2, strict=True))
 
 
 def test_direct_feedback_is_biased_but_not_noisy():

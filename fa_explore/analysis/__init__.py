@@ -14,11 +14,22 @@ training pass, except where a rule's own estimate is the object of study.
   output-layer alignment (Lemma 5.4) and sign concordance.
 """
 
-from .geometry import (marchenko_pastur_density, marchenko_pastur_edges, path_alignment_theory,
-                       path_geometry, product_spectrum)
+from .geometry import (
+    marchenko_pastur_density,
+    marchenko_pastur_edges,
+    path_alignment_theory,
+    path_geometry,
+    product_spectrum,
+)
 from .implicit import conservation_per_neuron, model_at, output_alignment, sign_concordance
-from .landscape import (DecisionGrid, LossSurface, TrajectoryPCA, decision_grid,
-                        loss_surface, trajectory_pca)
+from .landscape import (
+    DecisionGrid,
+    LossSurface,
+    TrajectoryPCA,
+    decision_grid,
+    loss_surface,
+    trajectory_pca,
+)
 from .variance import estimator_statistics, fg_w_relative_variance, gradient_draws
 
 __all__ = ["TrajectoryPCA", "LossSurface", "DecisionGrid", "trajectory_pca",

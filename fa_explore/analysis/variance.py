@@ -105,7 +105,7 @@ def fg_w_relative_variance(model, x: torch.Tensor, y: torch.Tensor) -> list[floa
         loss = torch.nn.functional.cross_entropy(model(x), y)
         grads = torch.autograd.grad(loss, params)
     total = sum(float(g.double().pow(2).sum()) for g in grads)
-    by_param = dict(zip(map(id, params), grads))
+    by_param = dict(zip(map(id, params), grads, strict=True))
     out = []
     for layer in model.layers:
         g = by_param[id(layer.weight)]

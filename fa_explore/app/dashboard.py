@@ -14,19 +14,30 @@ import html
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..config import RunConfig
-from ..settings import SETTINGS
 from ..data import DATASETS
 from ..rules import RULES
+from ..settings import SETTINGS
 from . import views
-from .controls import (RULE_DEFAULT_CHOICE, RULE_DEFAULT_FIELDS, change_config, config_from_query,
-                       dataset_choices, device_choices, disabled_reasons,
-                       expansion_choices, model_choices, plain_message, rules_using)
+from .controls import (
+    RULE_DEFAULT_CHOICE,
+    RULE_DEFAULT_FIELDS,
+    change_config,
+    config_from_query,
+    dataset_choices,
+    device_choices,
+    disabled_reasons,
+    expansion_choices,
+    model_choices,
+    plain_message,
+    rules_using,
+)
 from .linkbox import CopyLink
 from .plotview import PlotlyView
 from .session import TrainingSession, format_seconds, log
@@ -35,6 +46,29 @@ MIN_RENDER_INTERVAL = 0.1  # seconds: plots update at most ten times a second
 # Building plotly figures is pure Python and holds the GIL: after a redraw that
 # took t seconds the renderer rests RENDER_REST * t, so training keeps most of it.
 RENDER_REST = 2.0
+
+
+class RedrawPacer:
+    """When the renderer may redraw next: redraws start at least ``interval`` seconds
+    apart, and while training runs a redraw that took ``t`` seconds is followed by a
+    rest of ``rest * t`` (the figures hold the GIL; training should keep most of it).
+
+    ``clock`` is any monotonic clock in seconds (tests pass a fake one). Use it as
+    ``pacer.start()`` just before a redraw and ``pacer.pause(busy)`` right after it:
+    the seconds to wait before the next one may start.
+    """
+
+    def __init__(self, interval: float = MIN_RENDER_INTERVAL, rest: float = RENDER_REST,
+                 clock: Callable[[], float] = time.monotonic):
+        self.interval, self.rest, self.clock = interval, rest, clock
+        self._started: float | None = None
+
+    def start(self) -> None:
+        self._started = self.clock()
+
+    def pause(self, busy: bool) -> float:
+        spent = 0.0 if self._started is None else max(0.0, self.clock() - self._started)
+        return max(self.interval - spent, self.rest * spent if busy else 0.0, 0.0)
 
 _CSS = """
 <style>
@@ -105,10 +139,13 @@ class Dashboard(widgets.VBox):
     controls; ``query`` (a page URL's query string, as Voilà passes it in the
     ``QUERY_STRING`` environment variable) does the same and reports a bad link
     in the status line instead of failing. Nothing trains until Train is pressed.
+    ``warm_up=False`` skips the background warm-up (tests); ``clock`` paces the
+    redraws (:class:`RedrawPacer`; tests pass a fake one).
     """
 
     def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
-                 landscape_interval: float | None = 3.0):
+                 landscape_interval: float | None = 3.0, warm_up: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
         link_problem = ""
         if query:
             config, link_problem = config_from_query(query)
@@ -123,6 +160,7 @@ class Dashboard(widgets.VBox):
         self._closing = threading.Event()
         self._landscape: tuple[Any, Any] | None = None  # (pca, surface) of the live run
         self._landscape_drawn = True
+        self._pacer = RedrawPacer(clock=clock)
         self._renderer = threading.Thread(target=self._render_loop, name="fx-render",
                                           daemon=True)
         self._notice = ""  # a message about the last action, shown after the status
@@ -139,7 +177,8 @@ class Dashboard(widgets.VBox):
             self._set_notice(link_problem, problem=True)
         self._show_status()
         self._renderer.start()
-        self.session.warm_up()
+        if warm_up:
+            self.session.warm_up()
 
     @classmethod
     def from_page(cls, **kwargs: Any) -> Dashboard:
@@ -178,8 +217,8 @@ class Dashboard(widgets.VBox):
         self.depth.add_class("fx-depth")
         self.width = int_box("width", 2, 2048, "fx-width", "Units per hidden layer")
         self.hidden_hint = _hint()
-        self.activation = dropdown("activation", list(SETTINGS["activation"].allowed_choices()), "fx-activation",
-                                   "Hidden nonlinearity")
+        self.activation = dropdown("activation", list(SETTINGS["activation"].allowed_choices()),
+                                   "fx-activation", "Hidden nonlinearity")
 
         self.angle_random = widgets.Checkbox(
             description="random feedback (no set angle)", indent=False,
@@ -204,7 +243,8 @@ class Dashboard(widgets.VBox):
                                   "PFA: width multiple of the intermediate feedback layer")
         self.expansion_hint = _hint()
 
-        self.optimizer = dropdown("optimizer", list(SETTINGS["optimizer"].allowed_choices()), "fx-optimizer",
+        self.optimizer = dropdown("optimizer", list(SETTINGS["optimizer"].allowed_choices()),
+                                  "fx-optimizer",
                                   "Optimizer stepping the gradients the rule computes")
         self.lr = widgets.FloatLogSlider(min=-5, max=0, step=0.1, base=10,
                                          description="learn. rate", style=style, layout=wide,
@@ -528,14 +568,13 @@ class Dashboard(widgets.VBox):
             if self._closing.is_set():
                 return
             self._render_wanted.clear()
-            started = time.perf_counter()
+            self._pacer.start()
             try:
                 self._render_now()
             except Exception:  # noqa: BLE001 - a drawing error must not kill the page
                 log.exception("redrawing the dashboard failed")
-            spent = time.perf_counter() - started
-            rest = RENDER_REST * spent if self.session.status == "running" else 0.0
-            if self._closing.wait(max(MIN_RENDER_INTERVAL - spent, rest)):
+            # Requests made meanwhile stay set: one redraw after the pause serves them all.
+            if self._closing.wait(self._pacer.pause(busy=self.session.status == "running")):
                 return
 
     def _pinned(self) -> list[views.PinnedRun]:
@@ -699,11 +738,12 @@ class Dashboard(widgets.VBox):
         self._show_status()
 
     # ============================================================== closing
-    def close(self) -> None:
-        """Stop the run, join the threads and close the widgets."""
-        self.session.close()
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the run, join the threads and close the widgets. ``timeout`` bounds
+        each join (``None``: wait for every thread, as the tests do)."""
+        self.session.close(timeout)
         self._closing.set()
         self._render_wanted.set()
         if self._renderer.is_alive():
-            self._renderer.join(10)
+            self._renderer.join(timeout)
         super().close()

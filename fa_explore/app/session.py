@@ -17,9 +17,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
@@ -248,8 +249,9 @@ class TrainingSession:
                 self._step, self._total_steps, self._started_at = 0, 0, 0.0
                 self._set_status(self.generation, "ready", "pick a rule and press Train")
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop everything and join every thread (for tests and kernel shutdown)."""
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop everything and join every thread (for tests and kernel shutdown);
+        ``timeout`` bounds each join (``None``: wait as long as it takes)."""
         self.stop("stopped: dashboard closed")
         with self._emit_lock:
             self.generation += 1
@@ -284,7 +286,8 @@ class TrainingSession:
         if not self.pinned:
             return []
         labels = difference_labels([e.config for e in self.pinned] + [self.config])
-        return [(label, e.history) for label, e in zip(labels, self.pinned)]
+        # One label more than pinned runs: the last is the current settings'.
+        return [(label, e.history) for label, e in zip(labels, self.pinned, strict=False)]
 
     # ----------------------------------------------------------------- export
     def export(self, folder: str | Path | None = None,

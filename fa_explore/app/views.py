@@ -13,8 +13,8 @@ alignment plot; a dotted line is training data, a solid one test data.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd

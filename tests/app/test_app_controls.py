@@ -4,10 +4,20 @@
 import pytest
 
 from fa_explore import DATASETS, RULES, RunConfig
-from fa_explore.app.controls import (RULE_DEFAULT_CHOICE, change_config, config_from_query,
-                                     dataset_available, dataset_choices, device_choices,
-                                     difference_labels, disabled_reasons, expansion_choices,
-                                     model_choices, plain_message, rules_using)
+from fa_explore.app.controls import (
+    RULE_DEFAULT_CHOICE,
+    change_config,
+    config_from_query,
+    dataset_available,
+    dataset_choices,
+    device_choices,
+    difference_labels,
+    disabled_reasons,
+    expansion_choices,
+    model_choices,
+    plain_message,
+    rules_using,
+)
 
 
 @pytest.mark.parametrize("name", list(RULES))
@@ -23,23 +33,39 @@ def test_disabled_reasons_follow_the_rule_attributes(name):
             assert name in reason and len(reason) > 20, key
 
 
-def test_rules_using_a_setting_come_from_the_rule_attributes():
-    assert rules_using("init_angle") == [n for n, c in RULES.items() if c.uses_init_angle]
-    assert rules_using("feedback_sparsity") == [n for n, c in RULES.items()
-                                                if c.uses_feedback_sparsity]
-    assert rules_using("expansion_ratio") == [n for n, c in RULES.items()
-                                              if c.uses_expansion_ratio]
+def test_rules_using_a_setting_are_the_ones_that_declare_it():
+    # Literal lists, in registry order (the dashboard lists them in the hints).
+    assert rules_using("init_angle") == ["fa", "kp", "wm"]
+    assert rules_using("feedback_sparsity") == ["fa", "usf", "frsf", "brsf", "kp", "wm", "dfa",
+                                                "dkp", "pfa", "pfa_o", "fdfa"]
+    assert rules_using("expansion_ratio") == ["pfa", "pfa_o"]
 
 
-@pytest.mark.parametrize("name", list(RULES))
-def test_model_and_expansion_choices_come_from_the_rule(name):
-    rule = RULES[name]
-    cfg = RunConfig(rule=name, model=rule.models[0])
-    assert model_choices(cfg) == [m for m in ("mlp", "cnn") if m in rule.models]
-    values = [v for _, v in expansion_choices(cfg)]
-    assert values[0] == RULE_DEFAULT_CHOICE
-    if rule.expansion_ratios is not None:
-        assert values[1:] == sorted(rule.expansion_ratios)
+def test_model_choices_are_the_models_the_rule_supports(monkeypatch):
+    assert all(model_choices(RunConfig(rule=name)) == ["mlp", "cnn"] for name in RULES)
+
+    class MlpOnly(RULES["fa"]):
+        name = "mlp_only"
+        models = ("mlp",)
+
+    monkeypatch.setitem(RULES, "mlp_only", MlpOnly)
+    assert model_choices(RunConfig(rule="mlp_only")) == ["mlp"]
+
+
+@pytest.mark.parametrize("cfg, expected", [
+    # The rule default first (value RULE_DEFAULT_CHOICE), then the ratios on offer.
+    (RunConfig(rule="pfa"), [("rule default (10)", RULE_DEFAULT_CHOICE), ("1", 1), ("2", 2),
+                             ("4", 4), ("8", 8), ("16", 16)]),
+    (RunConfig(rule="pfa_o"), [("rule default (1)", RULE_DEFAULT_CHOICE), ("1", 1)]),
+    # A ratio from a link that is not on offer is added, in order.
+    (RunConfig(rule="pfa", expansion_ratio=7), [("rule default (10)", RULE_DEFAULT_CHOICE),
+                                                ("1", 1), ("2", 2), ("4", 4), ("7", 7),
+                                                ("8", 8), ("16", 16)]),
+    (RunConfig(rule="fa"), [("rule default", RULE_DEFAULT_CHOICE), ("1", 1), ("2", 2),
+                            ("4", 4), ("8", 8), ("16", 16)]),
+], ids=["pfa", "pfa_o", "pfa-7", "fa"])
+def test_expansion_choices(cfg, expected):
+    assert expansion_choices(cfg) == expected
 
 
 def test_switching_rule_clears_the_settings_the_new_rule_does_not_use():

@@ -4,7 +4,6 @@ tests/browser/."""
 
 import json
 import threading
-import time
 
 import pytest
 
@@ -13,6 +12,8 @@ pytest.importorskip("anywidget")
 
 from fa_explore import DATASETS, RULES, RunConfig  # noqa: E402
 from fa_explore.app import Dashboard  # noqa: E402
+from fa_explore.app.dashboard import RedrawPacer  # noqa: E402
+
 from waiting import wait_until
 
 QUICK = "hidden=[16]&train_size=200&batch_size=20&epochs=2"
@@ -43,17 +44,21 @@ def points(view, trace=0):
 
 @pytest.fixture
 def make_dashboard():
+    """Dashboards without the background warm-up (test_closing_joins_every_thread
+    keeps it); teardown joins every thread however long that takes, then checks
+    that none is left."""
     made = []
 
-    def make(query=""):
-        dashboard = Dashboard(query=query, landscape_interval=None)
+    def make(query="", **kwargs):
+        dashboard = Dashboard(query=query, landscape_interval=None,
+                              **{"warm_up": False, **kwargs})
         made.append(dashboard)
         return dashboard
 
     yield make
     for dashboard in made:
-        dashboard.close()
-    assert wait_until(lambda: fx_threads() == [], 10), fx_threads()
+        dashboard.close(timeout=None)
+    assert fx_threads() == []
 
 
 def status_text(dashboard):
@@ -200,28 +205,97 @@ def test_pinned_runs_stay_as_extra_traces(make_dashboard):
 
 
 def test_closing_joins_every_thread():
+    # Warm-up and landscape threads included; join without a deadline (a busy machine
+    # may take long), then nothing of the dashboard may be left.
     before = set(threading.enumerate())
     dashboard = Dashboard(query=LONG, landscape_interval=0.1)
     dashboard.train.click()
     assert wait_until(lambda: dashboard.session.run is not None)
-    dashboard.close()
+    dashboard.close(timeout=None)
     assert fx_threads() == []
     assert set(threading.enumerate()) - before == set()
 
 
-def test_plots_redraw_at_most_ten_times_a_second(make_dashboard):
-    # Evaluations every step: far more snapshots than redraws.
-    dashboard = make_dashboard("hidden=[16]&train_size=200&batch_size=20&epochs=10000"
-                               "&eval_every=1")
-    redraws = []
-    dashboard.curves_plot.observe(lambda change: redraws.append(time.perf_counter()),
-                                  names="figure_json")
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self):
+        self.now, self.calls = 0.0, 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.now
+
+
+@pytest.mark.parametrize("spent, busy, pause", [
+    (0.02, False, 0.08),  # a quick redraw: the next starts 0.1 s after this one did
+    (0.02, True, 0.08),   # resting 2 x 0.02 is shorter than that
+    (0.10, False, 0.0),
+    (0.10, True, 0.2),    # training: a redraw of t seconds is followed by 2 t of rest
+    (0.30, False, 0.0),   # idle (the last points of a run): no rest needed
+    (0.30, True, 0.6),
+    (0.0, False, 0.1),
+])
+def test_redraw_pacer_pause_after_a_redraw(spent, busy, pause):
+    clock = FakeClock()
+    pacer = RedrawPacer(interval=0.1, rest=2.0, clock=clock)
+    clock.now = 5.0
+    pacer.start()
+    clock.now += spent
+    assert pacer.pause(busy) == pytest.approx(pause, abs=1e-12)
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_redraw_pacer_allows_at_most_ten_redraws_a_second(busy):
+    """Redraws requested all the time, each taking a different time: in the fake
+    clock's time, no second holds more than ten redraw starts, and while training the
+    renderer draws at most a third of the time (a redraw of t, then a rest of 2 t)."""
+    clock = FakeClock()
+    pacer = RedrawPacer(clock=clock)  # the dashboard's own interval and rest
+    starts, drawing = [], 0.0
+    for k in range(400):
+        spent = [0.001, 0.03, 0.08, 0.0, 0.15, 0.01][k % 6]
+        starts.append(clock.now)
+        pacer.start()
+        clock.now += spent
+        drawing += spent
+        clock.now += pacer.pause(busy)
+    assert all(b - a >= 0.1 - 1e-12 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(sum(1 for t in starts if s <= t < s + 1.0) <= 10 for s in starts)
+    if busy:
+        assert drawing <= clock.now / 3 + 1e-9
+    assert clock.calls == 2 * len(starts)
+
+
+def test_the_renderer_reads_the_injected_clock(make_dashboard):
+    clock = FakeClock()
+    dashboard = make_dashboard(QUICK, clock=clock)
     dashboard.train.click()
-    assert wait_until(lambda: len(dashboard.session.run.rows) > 60 if dashboard.session.run
-                      else False)
-    time.sleep(1.0)
-    dashboard.stop.click()
-    snapshots = len(dashboard.session.run.rows)
-    gaps = [b - a for a, b in zip(redraws, redraws[1:])]
-    assert len(redraws) >= 2 and len(redraws) < snapshots
-    assert min(gaps) >= 0.09, gaps
+    assert wait_until(lambda: "finished" in status_text(dashboard))
+    assert wait_until(lambda: clock.calls >= 2)  # start() and pause() of a redraw
+
+
+def test_redraw_requests_during_a_redraw_coalesce_into_one(make_dashboard, monkeypatch):
+    """The worker only flags new data: however many snapshots arrive while the
+    renderer draws, one redraw follows (counted, with events, not timed)."""
+    dashboard = make_dashboard()
+    drawing, release, second = threading.Event(), threading.Event(), threading.Event()
+    calls = []
+
+    def render_now():
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            drawing.set()
+            assert release.wait(60)
+        else:
+            second.set()
+
+    monkeypatch.setattr(dashboard, "_render_now", render_now)
+    dashboard._request_render()
+    assert drawing.wait(60)
+    for _ in range(50):  # fifty snapshots while the first redraw is under way
+        dashboard._request_render()
+    release.set()
+    assert second.wait(60)
+    assert calls == ["fx-render", "fx-render"]
+    assert not dashboard._render_wanted.is_set()  # nothing left to draw: 51 requests, 2 redraws

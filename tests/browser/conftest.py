@@ -1,13 +1,16 @@
 """Fixtures for the end-to-end tests: a real Voilà server on a free localhost port
 and Debian's Chromium driven by Playwright for Python.
 
-Both are skipped, with the reason, only when Chromium or Playwright is missing
-(CI installs both). The server's output goes to test-artifacts/voila-server.log.
+Both are skipped, with the reason, only when Chromium, Playwright or Voila is
+missing; with ``FA_EXPLORE_REQUIRE_BROWSER=1`` (set by .ci/run) that is a failure
+instead. Chromium is ``$FA_EXPLORE_CHROMIUM``, else /usr/bin/chromium, else the
+``chromium`` on the PATH. The server's output goes to test-artifacts/voila-server.log.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
 NOTEBOOK = "apps/alignment_dashboard.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("FA_EXPLORE_CHROMIUM")
+                or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
+                    else shutil.which("chromium") or "/usr/bin/chromium"))
+REQUIRED = os.environ.get("FA_EXPLORE_REQUIRE_BROWSER") == "1"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 SERVER_START_TIMEOUT = 90  # seconds; a busy 2-core CI machine is slow to import jupyter
@@ -37,6 +43,13 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _missing(reason: str):
+    """Skip, or fail where the browser tests are required (CI)."""
+    if REQUIRED:
+        pytest.fail(f"{reason} (FA_EXPLORE_REQUIRE_BROWSER=1: required here)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
@@ -46,11 +59,11 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
+        _missing(f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("browser tests need Playwright for Python (pip install playwright)")
+        _missing("browser tests need Playwright for Python (pip install playwright)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -60,7 +73,10 @@ def browser():
 @pytest.fixture(scope="session")
 def voila_url(artifacts, browser):
     """A Voilà server for the dashboard notebook; yields its base URL."""
-    pytest.importorskip("voila", reason="browser tests need voila (pip install .[app])")
+    try:
+        import voila  # noqa: F401
+    except ImportError:
+        _missing("browser tests need voila (pip install .[app])")
     port = _free_port()
     log_path = artifacts / "voila-server.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1",

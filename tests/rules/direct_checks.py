@@ -114,7 +114,8 @@ def batch_jvp(model, x, perturbations) -> torch.Tensor:
     zeros = tuple(torch.zeros_like(u) for u in perturbations)
     n_hidden = len(perturbations)
     jacobians = jacrev(lambda *zs: forward(x, *zs), argnums=tuple(range(n_hidden)))(*zeros)
-    return sum(torch.einsum("bkcj,cj->bk", j, u) for j, u in zip(jacobians, perturbations))
+    return sum(torch.einsum("bkcj,cj->bk", j, u)
+               for j, u in zip(jacobians, perturbations, strict=True))
 
 
 def mean_jacobians(model, x) -> list[torch.Tensor]:

@@ -61,7 +61,7 @@ def manual_grads(model, feedbacks, x, y) -> list[torch.Tensor]:
     with ``B_l = feedbacks[l]``; ``grad W_l = δ_lᵀ h_{l-1}``, ``grad b_l = Σ δ_l``."""
     with torch.no_grad():
         inputs, pre = [x.flatten(1)], []
-        for index, layer in enumerate(model.layers):
+        for layer in model.layers:
             pre.append(inputs[-1] @ layer.weight.T + layer.bias)
             inputs.append(torch.relu(pre[-1]))
         delta = (torch.softmax(pre[-1], 1) - F.one_hot(y, N_CLASSES)) / len(y)
@@ -75,7 +75,7 @@ def manual_grads(model, feedbacks, x, y) -> list[torch.Tensor]:
 
 def assert_all_equal(found, expected, **tol):
     assert len(found) == len(expected)
-    for a, b in zip(found, expected):
+    for a, b in zip(found, expected, strict=True):
         torch.testing.assert_close(a, b, **tol)
 
 
@@ -106,16 +106,6 @@ def conservation_ratios(rule_name: str, steps: int = 300, **fields) -> list[floa
         rule.compute_grads(model, x, y)
         opt.step()
     return tracker.ratios(model, rule)[:-1]
-
-
-def learns(rule_name: str, epochs: int = 3, **fields) -> float:
-    """Final test accuracy of a short run on digits."""
-    from fa_explore import train
-
-    run = train(RunConfig(rule=rule_name, epochs=epochs, eval_every=10**6, device="cpu",
-                          **fields))
-    assert run.status == "finished"
-    return run.final["test_acc"]
 
 
 def assert_sparse_feedback(feedback, unmasked, p: float, rescaled: bool = True):

@@ -55,7 +55,7 @@ def draw_grads(rule, model, x, y, n_draws: int, params=None) -> list[torch.Tenso
         for p in [*model.parameters(), *rule.parameters()]:
             p.grad = None
         rule.compute_grads(model, x, y)
-        for per_tensor, p in zip(draws, params):
+        for per_tensor, p in zip(draws, params, strict=True):
             per_tensor.append(p.grad.flatten().clone())
     return [torch.stack(d) for d in draws]
 

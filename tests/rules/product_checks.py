@@ -7,6 +7,7 @@ import torch
 from fa_explore import RULES
 from fa_explore.models import build_model
 from fa_explore.rules.base import layer_forward
+
 from feedback_checks import N_CLASSES, tiny_config
 
 

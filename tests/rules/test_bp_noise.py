@@ -19,7 +19,7 @@ def _setup(rv: float):
 def test_zero_noise_is_backprop_exactly():
     model, rule, x, y = _setup(0.0)
     rule.compute_grads(model, x, y)
-    for layer, g in zip(model.layers, true_grads(model, x, y)):
+    for layer, g in zip(model.layers, true_grads(model, x, y), strict=True):
         torch.testing.assert_close(layer.weight.grad, g, rtol=0, atol=0)
 
 

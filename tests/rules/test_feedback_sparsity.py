@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from direct_checks import hidden_outputs, output_error
 from fa_explore import RULES, RunConfig, train
+
+from direct_checks import hidden_outputs, output_error
 from feedback_checks import batch, tiny
 
 P = 0.6

@@ -12,6 +12,7 @@ from fa_explore.models import init_std
 from fa_explore.rules import pfa as pfa_module
 from fa_explore.rules.base import feedback_call
 from fa_explore.training import make_optimizers
+
 from feedback_checks import assert_all_equal, batch, bp_grads, rule_grads, sgd_steps
 from product_checks import align_paths, bp_deltas, float64_pair, local_r_grad, set_r
 
@@ -277,5 +278,5 @@ def test_weight_decay_drives_r_to_p_transposed_w(kind, sparsity, scaling):
         buffer = momentum * buffer + decay * d if step else decay * d
         d -= lr * buffer
     assert d < 0.95
-    for gap, gap0 in zip(gaps(), start):
+    for gap, gap0 in zip(gaps(), start, strict=True):
         torch.testing.assert_close(gap, d * gap0, rtol=1e-9, atol=1e-12)

@@ -6,6 +6,7 @@ import torch
 
 from fa_explore import RunConfig, build
 from fa_explore.metrics import norm_ratio, weight_angle
+
 from feedback_checks import assert_all_equal, batch, bp_grads, rule_grads
 from product_checks import bp_deltas, float64_pair, local_r_grad, set_r
 
