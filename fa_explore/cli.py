@@ -38,8 +38,9 @@ import sys
 import tempfile
 import textwrap
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .config import RunConfig
@@ -333,10 +334,10 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
 
     def render(row: Sequence[str]) -> list[str]:
         wrapped = [textwrap.wrap(text, width, break_on_hyphens=False) or [""]
-                   for text, width in zip(row, widths)]
+                   for text, width in zip(row, widths, strict=True)]
         height = max(len(w) for w in wrapped)
         return [(" " * gap).join((w[i] if i < len(w) else "").ljust(width)
-                                 for w, width in zip(wrapped, widths)).rstrip()
+                                 for w, width in zip(wrapped, widths, strict=True)).rstrip()
                 for i in range(height)]
 
     lines = render(list(headers))

@@ -18,8 +18,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import (MAX_PARAMETERS, RULE_DEFAULTABLE, SETTINGS, FrozenOptions,
-                       coerce_rule_options, rule_option_settings, short_repr)
+from .settings import (
+    MAX_PARAMETERS,
+    RULE_DEFAULTABLE,
+    SETTINGS,
+    FrozenOptions,
+    coerce_rule_options,
+    rule_option_settings,
+    short_repr,
+)
 
 # Longest JSON text or link query a config is read from.
 MAX_JSON_BYTES = 1 << 20

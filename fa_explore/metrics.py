@@ -44,7 +44,7 @@ def gradient_angles(model, rule, x, y) -> list[float]:
     same batch (FDFA seed, Fig. 7). The rule's state is left untouched."""
     estimated = rule.probe_grads(model, x, y)
     exact = true_grads(model, x, y)
-    return [angle_between(a, b) for a, b in zip(estimated, exact)]
+    return [angle_between(a, b) for a, b in zip(estimated, exact, strict=True)]
 
 
 def is_homogeneous(model: nn.Module) -> bool:

@@ -13,8 +13,10 @@ layers (activations, pooling, flattening) stays the model's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Sequence
+from itertools import pairwise
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -151,7 +153,7 @@ class MLP(FeedforwardNet):
         super().__init__()
         self.input_shape = tuple(input_shape)
         widths = [math.prod(input_shape), *hidden, n_classes]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairwise(widths))
         self.activation = make_activation(activation)
         self.init_weights(generator, init, init_gain)
 
@@ -163,7 +165,7 @@ class MLP(FeedforwardNet):
     @classmethod
     def layer_shapes(cls, cfg, input_shape, n_classes):
         widths = [math.prod(input_shape), *cfg.hidden, n_classes]
-        return [(b, a) for a, b in zip(widths[:-1], widths[1:])]
+        return [(b, a) for a, b in pairwise(widths)]
 
     def forward(self, x: torch.Tensor, layer_call: LayerCall | None = None) -> torch.Tensor:
         call = layer_call or _plain_call
@@ -211,7 +213,7 @@ class CNN(FeedforwardNet):
             c_in = c_out
         self.n_conv = len(convs)
         widths = [c_in * math.prod(spatial), *hidden, n_classes]
-        fcs = [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
+        fcs = [nn.Linear(a, b) for a, b in pairwise(widths)]
         self.layers = nn.ModuleList([*convs, *fcs])
         self.activation = make_activation(activation)
         self.pool = pool(2)
@@ -233,7 +235,7 @@ class CNN(FeedforwardNet):
             shapes.append((c_out, c_in, *[cls.kernel_size] * len(spatial)))
             spatial, c_in = [s // 2 for s in spatial], c_out
         widths = [c_in * math.prod(spatial), *cfg.hidden, n_classes]
-        return shapes + [(b, a) for a, b in zip(widths[:-1], widths[1:])]
+        return shapes + [(b, a) for a, b in pairwise(widths)]
 
     def forward(self, x: torch.Tensor, layer_call: LayerCall | None = None) -> torch.Tensor:
         call = layer_call or _plain_call

@@ -22,6 +22,7 @@ import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 
 # Largest seed: scikit-learn's random_state (the 2-D sets, the splits) takes 32 bits.
@@ -209,7 +210,7 @@ class Setting:
             if self.max_items is not None and len(value) > self.max_items:
                 raise self.error(value, where)
             items = tuple(self._number(v, where, integer=True, whole=value) for v in value)
-            if self.increasing and any(a >= b for a, b in zip(items, items[1:])):
+            if self.increasing and any(a >= b for a, b in pairwise(items)):
                 raise self.error(value, where)
             return items
         raise TypeError(f"setting {self.name!r} of kind {self.kind!r} is coerced by its owner")

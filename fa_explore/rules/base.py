@@ -15,7 +15,8 @@ the backward pass: ``grad_input = grad_output · B``.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -327,7 +328,7 @@ class Rule(nn.Module):
         finally:
             self.load_state_dict(saved_state)
             self.generator.set_state(saved_rng)
-            for p, g in zip([*model.parameters(), *self.parameters()], saved_grads):
+            for p, g in zip([*model.parameters(), *self.parameters()], saved_grads, strict=True):
                 p.grad = g
 
 

@@ -9,8 +9,9 @@ from .frsf import FRSF
 
 class BRSF(FRSF):
     """Feedback ``B_l = |M_l(t)| ⊙ sign(W_l)`` with ``M_l(t)`` redrawn (as frSF's ``M``:
-    ``weight_init`` times ``feedback_init_gain``) from the rule's generator at every step (Liao, Leibo & Poggio 2016, batchwise
-    random-magnitude sign-concordant feedback).
+    ``weight_init`` times ``feedback_init_gain``) from the rule's generator at every
+    step (Liao, Leibo & Poggio 2016, batchwise random-magnitude sign-concordant
+    feedback).
 
     Each step uses the ``M`` drawn at the end of the previous one (or at init) and
     then draws the next, so ``effective_feedback`` is always the matrix the next

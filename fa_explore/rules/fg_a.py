@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -152,9 +153,9 @@ class FGA(Rule):
         """``δ_l = d_l u_l`` for hidden layers, the exact ``δ_L = e`` for the output
         layer, then every layer's local update ``grad W_l = δ_lᵀ h_{l-1}``."""
         deltas = [d.view(-1, *[1] * (u.dim() - 1)) * u
-                  for d, u in zip(result.derivatives, result.perturbations)]
+                  for d, u in zip(result.derivatives, result.perturbations, strict=True)]
         deltas.append(output_error(result.logits, y))
-        for layer, delta, h in zip(model.layers, deltas, result.inputs):
+        for layer, delta, h in zip(model.layers, deltas, result.inputs, strict=True):
             layer.weight.grad, grad_b = weight_grads(layer, delta, h, layer.bias is not None)
             if layer.bias is not None:
                 layer.bias.grad = grad_b

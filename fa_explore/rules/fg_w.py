@@ -48,7 +48,8 @@ class FGW(Rule):
         first = next(iter(params.values()))
         flat = self.randn(sum(p.numel() for p in params.values()), like=first)
         pieces = flat.split([p.numel() for p in params.values()])
-        tangents = {name: piece.view_as(p) for (name, p), piece in zip(params.items(), pieces)}
+        tangents = {name: piece.view_as(p)
+                    for (name, p), piece in zip(params.items(), pieces, strict=True)}
 
         def batch_loss(weights):
             return self.loss(functional_call(model, weights, (x,)), y)

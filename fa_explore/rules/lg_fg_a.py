@@ -61,7 +61,8 @@ class LGFGA(FGA):
         result = self.forward_gradient(model, x, y)
         self.set_layer_grads(model, result, y)
         with torch.no_grad():
-            for head, (logits,), h in zip(self.heads, result.extras, result.inputs[1:]):
+            for head, (logits,), h in zip(self.heads, result.extras, result.inputs[1:],
+                                          strict=True):
                 head.weight.grad, head.bias.grad = weight_grads(
                     head, output_error(logits, y), h.flatten(1), True)
         return result.loss

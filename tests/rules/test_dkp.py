@@ -1,6 +1,7 @@
 """DKP (Webster et al. 2021): DFA whose D_l start at zero and learn with grad D_l = eᵀ h_l."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -168,7 +169,7 @@ def test_with_the_defaults_the_last_feedback_becomes_the_output_weights():
     cfg = RunConfig(rule="dkp", epochs=3, eval_every=45, device="cpu")
     angles, history = last_feedback_angles(cfg)
     assert math.isnan(angles[0])  # D starts at zero
-    assert all(b < a for a, b in zip(angles[1:], angles[2:])) and angles[-1] < 35
+    assert all(b < a for a, b in pairwise(angles[1:])) and angles[-1] < 35
     dfa = train(cfg.replace(rule="dfa")).history
     assert history["weight_angle/2"].isna().all()
     last_hidden = history["grad_angle/2"].iloc[-1]

@@ -49,7 +49,7 @@ def test_each_per_layer_probe_is_that_layers_jacobian_product(kind):
     with torch.no_grad():
         torch.testing.assert_close(logits, model(x), rtol=0, atol=0)
     for l, (h, plain, (logits_dot, u)) in enumerate(
-            zip(hidden, hidden_outputs(model, x)[1:], probes)):
+            zip(hidden, hidden_outputs(model, x)[1:], probes, strict=True)):
         torch.testing.assert_close(h.detach().flatten(1), plain.flatten(1), rtol=0, atol=0)
         assert u.shape == (len(x), plain[0].numel())
         # ẏ_l = J_l u_l alone: every other layer's perturbation is zero.
@@ -90,7 +90,7 @@ def test_feedback_update_is_an_exponential_average_then_dfa(perturbation):
     _, _, probes = rule.jacobian_probes(model, x)
     rule.generator.set_state(state)  # compute_grads draws the same u_l
     found = rule_grads(rule, model, x, y)
-    for l, old, (logits_dot, u) in zip((1, 2, 3), before, probes):
+    for l, old, (logits_dot, u) in zip((1, 2, 3), before, probes, strict=True):
         estimate = logits_dot.T @ u / len(x)  # mean_batch(ẏ_l ⊗ u_l)
         torch.testing.assert_close(rule.direct_feedback(l), (1 - alpha) * old + alpha * estimate,
                                    rtol=1e-12, atol=1e-14)
@@ -126,7 +126,7 @@ def test_estimates_are_unbiased_with_the_closed_form_variance(perturbation):
     _, _, probes = rule.jacobian_probes(model, x)
     row_norms = [(j ** 2).sum(1, keepdim=True) for j in jacobians]
     variances = []
-    for l, (jacobian, (logits_dot, u)) in enumerate(zip(jacobians, probes)):
+    for l, (jacobian, (logits_dot, u)) in enumerate(zip(jacobians, probes, strict=True)):
         samples = logits_dot[:, :, None] * u[:, None, :]  # (n, N_L, N_l)
         mean, var = samples.mean(0), samples.var(0)
         assert ((mean - jacobian).abs() <= 4.5 * (var / n).sqrt()).all()
@@ -146,10 +146,10 @@ def test_per_layer_estimates_have_lower_variance_than_joint_ones():
         rule.perturbation = perturbation
         _, _, probes = rule.jacobian_probes(model, x)
         found[perturbation] = [(dot[:, :, None] * u[:, None, :]).var(0) for dot, u in probes]
-    for per_layer, joint in zip(found["per_layer"], found["joint"]):
+    for per_layer, joint in zip(found["per_layer"], found["joint"], strict=True):
         assert (per_layer < joint).all()
     # Here by a factor 2.7 to 4.6 per layer: three layers' noise instead of one.
-    gain = [(j / p).mean().item() for p, j in zip(found["per_layer"], found["joint"])]
+    gain = [(j / p).mean().item() for p, j in zip(found["per_layer"], found["joint"], strict=True)]
     assert min(gain) > 2
 
 
@@ -182,10 +182,10 @@ def test_adam_estimator_steps_d_on_d_minus_the_estimate_after_using_it():
                          manual_dfa_mlp(model, [None, *current], x, y), rtol=1e-12, atol=1e-14)
         for opt in optimizers:
             opt.step()
-        for ref, estimate in zip(reference, estimates):
+        for ref, estimate in zip(reference, estimates, strict=True):
             ref.grad = ref.detach() - estimate
         reference_adam.step()
-        for ref, d in zip(reference, rule.parameters()):
+        for ref, d in zip(reference, rule.parameters(), strict=True):
             torch.testing.assert_close(d, ref, rtol=1e-12, atol=1e-14)
 
 

@@ -73,7 +73,7 @@ def fdfa_case(model, rule, x, y):
     old = [rule.stored_direct_feedback(l).clone() for l in range(1, model.n_layers)]
     rule.compute_grads(model, x, y)
     return {f"D{l}": (rule.direct_feedback(l), rule.alpha * (estimate - d))
-            for l, (estimate, d) in enumerate(zip(rule.estimates(probes), old), 1)}
+            for l, (estimate, d) in enumerate(zip(rule.estimates(probes), old, strict=True), 1)}
 
 
 CASES = {"kp": kp_case, "pfa": pfa_case, "wm": wm_case, "dkp": dkp_case, "fdfa": fdfa_case}
