@@ -8,6 +8,7 @@ The model is the function; the rule is how it learns. Public API::
 """
 
 from .config import RunConfig
+from .convert import ConvertedNet, convert
 from .data import DATASETS, Dataset, load_dataset
 from .models import CNN, MLP, build_model
 from .rules import RULES, Rule
@@ -17,4 +18,4 @@ __version__ = "0.1.0"
 
 __all__ = ["RunConfig", "RULES", "Rule", "DATASETS", "Dataset", "load_dataset", "build",
            "build_model", "MLP", "CNN", "train", "train_iter", "Run", "Snapshot",
-           "__version__"]
+           "convert", "ConvertedNet", "__version__"]

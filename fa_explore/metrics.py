@@ -70,7 +70,7 @@ class ConservationTracker:
 
     def __init__(self, model, rule):
         self.start: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        if not is_homogeneous(model):
+        if not getattr(model, "is_chain", True) or not is_homogeneous(model):
             return
         for layer in range(model.n_layers - 1):
             potential = rule.conservation_potential(model, layer)
