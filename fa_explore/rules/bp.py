@@ -6,7 +6,10 @@ from .base import Rule, outgoing_weights
 
 
 class BP(Rule):
-    """Exact gradient: errors travel back through ``Wᵀ`` (``B_l = W_l``)."""
+    """Exact gradient: errors travel back through ``Wᵀ`` (``B_l = W_l``).
+
+    Math: docs/math.md#bp
+    """
 
     name = "bp"
     description = "Backpropagation: errors travel back through the transposed forward weights."

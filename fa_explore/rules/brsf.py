@@ -17,6 +17,7 @@ class BRSF(FRSF):
     then draws the next, so ``effective_feedback`` is always the matrix the next
     backward will use, and ``M`` lives in buffers that ``probe_grads`` and
     save/load restore.
+    Math: docs/math.md#brsf
     """
 
     name = "brsf"

@@ -43,6 +43,7 @@ class DFA(Rule):
     Subclasses change where ``D_l`` comes from: :class:`~fa_explore.rules.dkp.DKP`
     learns it as a direct readout, :class:`~fa_explore.rules.fdfa.FDFA` tracks the
     Jacobian ``∂y/∂h_l`` with forward gradients.
+    Math: docs/math.md#dfa
     """
 
     name = "dfa"

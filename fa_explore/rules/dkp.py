@@ -37,6 +37,7 @@ class DKP(DFA):
     converges slowly (Adam is not linear in the gradient: 48° after 10 epochs at
     λ = 0.01). With ``feedback_sparsity`` a 0/1 mask (``D`` learns) multiplies ``D_l``
     at every use; the update itself is the reference's ``eᵀ h_l``.
+    Math: docs/math.md#dkp
     """
 
     name = "dkp"

@@ -13,6 +13,7 @@ class FA(FixedLayerFeedback):
     θ = 0 is adaFA). θ is exact without sparsity; ``feedback_sparsity`` p masks the
     matrix after it is built, so the feedback in use, which the metrics report, is
     at a larger angle (``cos ≈ sqrt(1 − p)·cos θ``; see :meth:`Rule.init_feedback`).
+    Math: docs/math.md#fa
     """
 
     name = "fa"

@@ -48,6 +48,7 @@ class FDFA(DFA):
     For the last hidden layer ``J = W_L`` exactly, so ``D_{L-1} → W_L`` and that
     layer's update approaches BP's. ``D`` learns, so a sparsity mask on it is 0/1
     (:class:`~fa_explore.rules.base.Rule`).
+    Math: docs/math.md#fdfa
     """
 
     name = "fdfa"

@@ -100,6 +100,7 @@ class FGA(Rule):
     ``∂L/∂a_l``) and the local update ``grad W_l = δ_lᵀ h_{l-1}``, ``grad b_l = Σ δ_l``.
     The output layer uses its exact error ``δ_L = e``. The variance grows with the
     number of neurons of a layer rather than with the number of weights (FG-W).
+    Math: docs/math.md#fg_a
     """
 
     name = "fg_a"

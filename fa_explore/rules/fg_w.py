@@ -29,6 +29,7 @@ class FGW(Rule):
     ``grad p = d · v_p``. Since ``E[v vᵀ] = I`` the estimate is unbiased; its
     variance is ``(P + 1)‖∇L‖²`` for ``P`` parameters, so it grows with the size
     of the network.
+    Math: docs/math.md#fg_w
     """
 
     name = "fg_w"

@@ -17,6 +17,7 @@ class FRSF(LayerFeedbackRule):
     above, never ``|M_l|`` alone (BioTorch measures the angle of ``|M|`` and so
     reports a wrong one). With ``feedback_sparsity`` a fixed mask ``B{l}_mask``
     multiplies ``B_l`` at every use.
+    Math: docs/math.md#frsf
     """
 
     name = "frsf"

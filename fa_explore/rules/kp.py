@@ -16,6 +16,7 @@ class KP(StoredLayerFeedback):
     start). With ``feedback_sparsity`` a fixed 0/1 mask ``m`` multiplies ``B_l`` at
     every use, so ``m ⊙ B_l → m ⊙ W_l``; under ``"rescaled"`` sparsity the initial
     ``B_l`` is drawn ``1/sqrt(1 − p)`` larger instead (:class:`~.base.Rule`).
+    Math: docs/math.md#kp
     """
 
     name = "kp"

@@ -22,6 +22,7 @@ class LGFGA(FGA):
     The jvp starts at ``a_l``, so the block's input is a constant (detached) and no
     signal reaches lower blocks. Each head learns with its exact local gradient
     ``eᵀ h_l``; the output layer learns from the global loss exactly (``δ_L = e``).
+    Math: docs/math.md#lg_fg_a
     """
 
     name = "lg_fg_a"

@@ -121,6 +121,7 @@ class PFA(Rule):
       there, as in the authors' code. (A ``1/sqrt(d)`` mask on ``R`` would give
       ``1/d`` times that, ≈ 1.16, but it multiplies ``R``'s learning rate by ``1/d``:
       100 at p = 0.99, which diverged.)
+    Math: docs/math.md#pfa
     """
 
     name = "pfa"

@@ -16,6 +16,7 @@ class PFAO(PFA):
     exactly and ``R → Pᵀ W`` makes the path ``P R`` equal ``W``: no extra neurons
     are needed for a BP-exact pathway, yet no single feedback synapse mirrors a
     forward one.
+    Math: docs/math.md#pfa_o
     """
 
     name = "pfa_o"

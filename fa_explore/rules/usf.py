@@ -16,6 +16,7 @@ class USF(LayerFeedbackRule):
 
     Only the signs travel back, never the magnitudes. With ``feedback_sparsity``
     a fixed mask ``B{l}_mask`` multiplies ``B_l`` at every use.
+    Math: docs/math.md#usf
     """
 
     name = "usf"

@@ -27,6 +27,7 @@ class WM(StoredLayerFeedback):
     ``feedback_sparsity`` a fixed 0/1 mask multiplies ``B_l`` at every use (the
     initial ``B_l`` drawn ``1/sqrt(1 − p)`` larger under ``"rescaled"`` sparsity,
     see :class:`~.base.Rule`).
+    Math: docs/math.md#wm
     """
 
     name = "wm"
