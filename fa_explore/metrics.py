@@ -1,4 +1,4 @@
-"""Per-layer alignment metrics (``shared/reference/learning_rules.md``, Metrics).
+"""Per-layer alignment metrics (the math: ``docs/math.md#metrics``).
 
 Nothing here branches on a rule's name: rules answer ``effective_feedback`` and
 ``conservation_potential``, and the gradient angle compares whatever the rule

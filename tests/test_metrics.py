@@ -1,4 +1,4 @@
-"""Metrics against closed forms (shared/reference/learning_rules.md, Metrics).
+"""Metrics against closed forms (docs/math.md#metrics).
 
 The conservation law (implicit_regularization seed, Thm 5.2): for a hidden ReLU
 neuron i with incoming weights-and-bias w_i, outgoing weights v_i and fixed
