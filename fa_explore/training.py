@@ -4,6 +4,10 @@
 A run is seeded and deterministic on the CPU: model init, feedback draws, batch
 order and every random perturbation come from their own generators derived from
 ``cfg.seed``. A NaN or infinite loss ends the run with status ``diverged``.
+
+A run's status is one of :data:`STATUSES`: ``running`` while it trains, then
+``finished`` (every step done), ``diverged`` (the loss blew up), ``stopped`` (the
+caller stopped a running run) or ``failed`` (an exception).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
 
 FORMAT_VERSION = 1
+# Every status a Run can have; the only list of them (the dashboard's own states,
+# such as "ready" or "paused", are its session's, not a run's).
+STATUSES = ("running", "finished", "diverged", "stopped", "failed")
 PROBE_BATCH = 256  # examples in the fixed batch the gradient angle is measured on
 TRAJECTORY_POINTS = 128  # bound on the stored parameter trajectory
 TRAJECTORY_BYTES = 256 * 2**20
@@ -83,33 +90,69 @@ def make_optimizers(cfg: RunConfig, model: FeedforwardNet,
 class Trajectory:
     """A bounded, downsampled record of the flattened model parameters.
 
-    When full it drops every other point, so it always spans the whole run with
-    roughly even spacing (for the loss-landscape view).
+    It always holds the first and the most recent recorded point, so it spans the
+    whole run, with roughly even spacing in between (for the loss-landscape view):
+    the points at every ``stride``-th record form a grid of at most
+    ``max_points - 1`` points, and when the grid is full every other point is
+    dropped and the stride doubles. The newest point is kept beside the grid
+    whenever it is not on it. ``steps`` and ``points`` are new lists after every
+    record (never changed in place), so another thread may read them; use
+    :meth:`snapshot` for a consistent pair.
+
+    ``max_points`` defaults to ``TRAJECTORY_POINTS``, lowered so that the points
+    fit in ``TRAJECTORY_BYTES`` of float32 (and never below 8).
     """
 
-    def __init__(self, n_params: int):
-        self.max_points = max(8, min(TRAJECTORY_POINTS, TRAJECTORY_BYTES // (4 * n_params)))
-        self.steps: list[int] = []
-        self.points: list[torch.Tensor] = []
+    def __init__(self, n_params: int, max_points: int | None = None):
+        if max_points is None:
+            max_points = max(8, min(TRAJECTORY_POINTS, TRAJECTORY_BYTES // (4 * n_params)))
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+            raise ValueError(f"Trajectory max_points must be an integer >= 2 (the first and "
+                             f"the last point); got {max_points!r}")
+        self.max_points = max_points
+        self._grid: list[tuple[int, torch.Tensor]] = []
+        self._latest: tuple[int, torch.Tensor] | None = None
         self._stride, self._seen = 1, 0
+        self._view: tuple[list[int], list[torch.Tensor]] = ([], [])
 
-    def record(self, step: int, model: torch.nn.Module, force: bool = False) -> None:
-        keep = self._seen % self._stride == 0
-        self._seen += 1
-        if not (keep or force):
-            return
-        if force and self.steps and self.steps[-1] == step:
+    def record(self, step: int, model: torch.nn.Module) -> None:
+        """Record the model's parameters at ``step`` (steps must increase; a second
+        record of the same step is ignored)."""
+        if self._latest is not None and self._latest[0] == step:
             return
         vector = torch.cat([p.detach().flatten() for p in model.parameters()]).float().cpu()
-        self.steps.append(step)
-        self.points.append(vector)
-        if len(self.points) > self.max_points:
-            self.steps, self.points = self.steps[::2], self.points[::2]
-            self._stride *= 2
+        point = (step, vector)
+        if self._seen % self._stride == 0:
+            self._grid.append(point)
+            if len(self._grid) > self.max_points - 1:
+                # grid[::2] keeps the first point and every 2·stride-th record after it.
+                self._grid = self._grid[::2]
+                self._stride *= 2
+        self._seen += 1
+        self._latest = point
+        kept = list(self._grid)
+        if kept[-1][0] != step:  # the newest point fell between grid points
+            kept.append(point)
+        self._view = ([s for s, _ in kept], [v for _, v in kept])
+
+    @property
+    def steps(self) -> list[int]:
+        """Training steps of the kept points, increasing; first and last included."""
+        return self._view[0]
+
+    @property
+    def points(self) -> list[torch.Tensor]:
+        """The kept flattened parameter vectors (float32, CPU), one per step."""
+        return self._view[1]
+
+    def snapshot(self) -> tuple[list[int], list[torch.Tensor]]:
+        """``(steps, points)`` from the same moment (safe while training goes on)."""
+        return self._view
 
     def matrix(self) -> torch.Tensor:
         """Points as rows, shape ``(n_points, n_params)``."""
-        return torch.stack(self.points) if self.points else torch.empty(0)
+        points = self.points
+        return torch.stack(points) if points else torch.empty(0)
 
 
 @dataclass
@@ -133,12 +176,23 @@ class Run:
         self.model = model
         self.rule = rule
         self._data = data
-        self.status = "running"
+        self._status = "running"
         self.message = ""
         self.diverged_step: int | None = None
         self.rows: list[dict[str, Any]] = []
         self.trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
         self.total_steps = 0
+
+    @property
+    def status(self) -> str:
+        """One of :data:`STATUSES`."""
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        if value not in STATUSES:
+            raise ValueError(f"Run.status must be one of {', '.join(STATUSES)}; got {value!r}")
+        self._status = value
 
     @property
     def data(self) -> Dataset:
@@ -162,7 +216,12 @@ class Run:
     # ------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:
         """Write ``run.json`` (config, status, history) and ``weights.safetensors``
-        (model and rule state) into the directory ``path``."""
+        (model and rule state) into the directory ``path``.
+
+        ``run.json`` is strict JSON: a history value that is NaN or infinite is
+        written as ``null``, so a ``null`` metric means "not defined or not finite"
+        (e.g. layer 1's weight angle, or a diverged run's last loss); it loads as NaN.
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -179,17 +238,20 @@ class Run:
             "message": self.message,
             "diverged_step": self.diverged_step,
             "total_steps": self.total_steps,
-            "history": [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                         for k, v in row.items()} for row in self.rows],
+            "history": [{k: _json_number(v) for k, v in row.items()} for row in self.rows],
             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         }
-        (path / "run.json").write_text(json.dumps(meta, indent=1))
+        # allow_nan=False: a non-finite float that slipped past _json_number is an
+        # error here, never an ``Infinity`` that other JSON readers refuse.
+        (path / "run.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
         return path
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = "cpu") -> Run:
-        """Read a run written by :meth:`save`. Raises ``ValueError`` saying what is
-        wrong with a missing, truncated or corrupted file."""
+        """Read a run written by :meth:`save`. Raises ``ValueError`` naming the file
+        and what is wrong with it: missing, truncated or corrupted, or a key of
+        ``run.json`` that is missing or holds the wrong kind of value (keys it does
+        not know are ignored). Only JSON and safetensors are read, never pickle."""
         from safetensors import SafetensorError
         from safetensors.torch import load
 
@@ -203,13 +265,7 @@ class Run:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"saved run {path}: run.json is not valid JSON "
                              f"(truncated or corrupted?): {exc}") from None
-        required = {"format_version", "config", "status", "history", "weights_sha256"}
-        if not isinstance(meta, dict) or not required <= set(meta):
-            raise ValueError(f"saved run {path}: run.json lacks "
-                             f"{', '.join(sorted(required - set(meta or {})))}")
-        if meta["format_version"] != FORMAT_VERSION:
-            raise ValueError(f"saved run {path}: format version {meta['format_version']} "
-                             f"is not supported (this version reads {FORMAT_VERSION})")
+        _check_meta(meta, meta_file)
         raw = weights_file.read_bytes()
         if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
             raise ValueError(f"saved run {path}: weights.safetensors does not match the "
@@ -218,9 +274,13 @@ class Run:
             tensors = load(raw)
         except (SafetensorError, Exception) as exc:  # noqa: BLE001 - report any decode error
             raise ValueError(f"saved run {path}: weights.safetensors cannot be read: {exc}")
-        config = RunConfig.from_dict(meta["config"])
-        if device is not None:
-            config = config.replace(device=device)
+        try:
+            config = RunConfig.from_dict(meta["config"])
+            if device is not None:
+                config = config.replace(device=device)
+        except ValueError as exc:
+            raise ValueError(f"saved run {path}: run.json key config is not a valid "
+                             f"RunConfig: {exc}") from None
         model, rule = build(config)
         try:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -229,12 +289,61 @@ class Run:
             raise ValueError(f"saved run {path}: weights do not fit the saved config: {exc}")
         run = cls(config, model, rule)
         run.status = meta["status"]
-        run.message = meta.get("message", "")
-        run.diverged_step = meta.get("diverged_step")
-        run.total_steps = meta.get("total_steps", 0)
+        run.message = meta["message"]
+        run.diverged_step = meta["diverged_step"]
+        run.total_steps = meta["total_steps"]
         run.rows = [{k: (math.nan if v is None else v) for k, v in row.items()}
                     for row in meta["history"]]
         return run
+
+
+def _json_number(value: Any) -> Any:
+    """A history value as JSON holds it: non-finite floats become None (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What run.json holds: key -> (check, what is allowed), in the order save writes it.
+_META_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "format_version": (lambda v: _is_int(v) and v == FORMAT_VERSION,
+                       f"{FORMAT_VERSION}, the only format version this version reads"),
+    "config": (lambda v: isinstance(v, dict), "an object of RunConfig fields"),
+    "status": (lambda v: v in STATUSES, "one of " + ", ".join(STATUSES)),
+    "message": (lambda v: isinstance(v, str), "a string"),
+    "diverged_step": (lambda v: v is None or _is_int(v), "null or an integer"),
+    "total_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                "a list of rows (objects of metric name to number or null)"),
+    "weights_sha256": (lambda v: isinstance(v, str), "a string (hex SHA-256)"),
+}
+
+
+def _check_meta(meta: Any, meta_file: Path) -> None:
+    """Raise ValueError naming ``meta_file`` and the key when run.json's structure is
+    not what :meth:`Run.save` writes (a wrong value, not only a missing key, would
+    otherwise surface later as a confusing TypeError)."""
+    where = f"saved run {meta_file.parent}: run.json"
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where} must hold a JSON object of run fields; got "
+                         f"{type(meta).__name__} {meta!r:.60}")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)} (a file written by "
+                         f"Run.save has {', '.join(_META_KEYS)})")
+    for key, (ok, allowed) in _META_KEYS.items():
+        if not ok(meta[key]):
+            raise ValueError(f"{where} key {key} must be {allowed}; got {meta[key]!r:.60}")
+    for index, row in enumerate(meta["history"]):
+        for name, value in row.items():
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise ValueError(f"{where} key history row {index} column {name!r} must be "
+                                 f"a number or null; got {value!r:.60}")
 
 
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -286,7 +395,7 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                "time": time.perf_counter() - started}
         row.update(layer_metrics(model, rule, x_train[probe], y_train[probe], tracker))
         run.rows.append(row)
-        run.trajectory.record(step, model, force=step in (0, total_steps))
+        run.trajectory.record(step, model)
         return row
 
     try:
@@ -333,7 +442,11 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                         run.message = f"finished {total_steps} steps"
                     yield Snapshot(run, row, step, total_steps, run.status)
     except GeneratorExit:
-        run.status, run.message = "stopped", "stopped by the user"
+        # The caller left (break, close, garbage collection). Only a running run
+        # becomes stopped: leaving on the final finished or diverged snapshot ends
+        # nothing that had not already ended.
+        if run.status == "running":
+            run.status, run.message = "stopped", "stopped by the user"
         raise
     except Exception as exc:
         run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"

@@ -320,15 +320,16 @@ def test_absent_cuda_is_a_value_error_naming_device(digits):
 
 
 # ----------------------------------------------------------------- trajectory
-def test_trajectory_is_bounded_and_spans_the_run(digits, monkeypatch):
-    # A bound of 8 points (the smallest allowed) against 36 evaluated steps.
-    monkeypatch.setattr(training, "TRAJECTORY_POINTS", 8)
+@pytest.mark.parametrize("bound", [8, 9])
+def test_trajectory_is_bounded_and_spans_the_run(digits, monkeypatch, bound):
+    # A bound of 8 points (the smallest allowed) or an odd one against 36 evaluated steps.
+    monkeypatch.setattr(training, "TRAJECTORY_POINTS", bound)
     cfg = RunConfig(rule="bp", epochs=6, eval_every=1, hidden=(6,), batch_size=16,
                     eval_size=16)
     run = train(cfg, data=digits)
     trajectory = run.trajectory
     n_params = sum(p.numel() for p in run.model.parameters())
-    assert trajectory.max_points == 8 and run.total_steps == 36
+    assert trajectory.max_points == bound and run.total_steps == 36
     assert len(trajectory.steps) <= trajectory.max_points
     assert trajectory.steps[0] == 0 and trajectory.steps[-1] == run.total_steps
     assert trajectory.steps == sorted(set(trajectory.steps))
@@ -344,9 +345,193 @@ def test_trajectory_halves_when_full():
     model = torch.nn.Linear(3, 2)
     trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
     for step in range(1000):
-        trajectory.record(step, model, force=step in (0, 999))
+        trajectory.record(step, model)
     steps = trajectory.steps
     assert trajectory.max_points // 2 <= len(steps) <= trajectory.max_points
     assert steps[0] == 0 and steps[-1] == 999
     stride = steps[1] - steps[0]
     assert all(b - a == stride for a, b in zip(steps[:-2], steps[1:-1], strict=False))
+
+
+# ------------------------------------------- stopping after the last snapshot
+@pytest.mark.parametrize("how", ["break", "close"])
+def test_leaving_after_the_finished_snapshot_keeps_it_finished(digits, how):
+    """Only a running run may become stopped: a consumer that stops iterating on
+    the final snapshot (``break`` or ``close``) must not relabel a finished run."""
+    cfg = RunConfig(rule="bp", epochs=1, eval_every=3, **TINY)
+    stream = train_iter(cfg, data=digits)
+    for snapshot in stream:
+        if snapshot.status != "running":
+            break
+    if how == "close":
+        stream.close()
+    else:
+        del stream  # the loop's generator is collected, as after a plain break
+    assert snapshot.status == "finished"
+    assert snapshot.run.status == "finished" and snapshot.run.message == "finished 6 steps"
+
+
+@pytest.mark.parametrize("how", ["break", "close"])
+def test_leaving_after_the_diverged_snapshot_keeps_it_diverged(digits, how):
+    cfg = RunConfig(rule="bp", optimizer="sgd", lr=100.0, epochs=3, eval_every=1,
+                    **{**TINY, "hidden": (32,)})
+    stream = train_iter(cfg, data=digits)
+    for snapshot in stream:
+        if snapshot.status != "running":
+            break
+    if how == "close":
+        stream.close()
+    else:
+        del stream
+    run = snapshot.run
+    assert run.status == "diverged" and run.diverged_step is not None
+    assert "diverged" in run.message
+
+
+@pytest.mark.parametrize("bound", [8, 9, 10, 11, 17])
+@pytest.mark.parametrize("n_records", [1, 2, 9, 10, 11, 12, 37, 150, 151])
+def test_trajectory_keeps_the_first_and_last_point_for_any_bound(bound, n_records):
+    """An odd bound used to drop the final weights when the last record overflowed
+    it (hidden (903, 903), 150 steps: the last stored step was 148)."""
+    model = torch.nn.Linear(3, 2)
+    trajectory = Trajectory(sum(p.numel() for p in model.parameters()), max_points=bound)
+    for step in range(n_records):
+        with torch.no_grad():
+            model.bias.fill_(step)  # each point is recognisable by its step
+        trajectory.record(step, model)
+    steps, matrix = trajectory.steps, trajectory.matrix()
+    assert 1 <= len(steps) <= bound and len(steps) == len(matrix)
+    assert steps[0] == 0 and steps[-1] == n_records - 1
+    assert steps == sorted(set(steps))
+    assert matrix[:, -1].tolist() == [float(s) for s in steps]
+    if n_records > bound:  # downsampled: still spread over the whole run
+        assert len(steps) >= bound // 2
+        gaps = [b - a for a, b in zip(steps, steps[1:])]
+        assert max(gaps) <= 2 * math.ceil(n_records / len(steps))
+
+
+@pytest.mark.parametrize("bad", [1, 0, 2.5, True, "8"])
+def test_trajectory_bound_must_hold_two_points(bad):
+    with pytest.raises(ValueError, match="max_points"):
+        Trajectory(10, max_points=bad)
+
+
+# ----------------------------------------------------- run.json's structure
+def _edit_meta(saved, tmp_path, edit):
+    """A copy of the saved run whose run.json went through ``edit(meta) -> meta``."""
+    path = _copy(saved[1], tmp_path)
+    meta_file = path / "run.json"
+    meta_file.write_text(json.dumps(edit(json.loads(meta_file.read_text()))))
+    return path
+
+
+def _with(key, value):
+    def edit(meta):
+        meta[key] = value
+        return meta
+
+    return edit
+
+
+@pytest.mark.parametrize("top", [5, "run", [1, 2], None])
+def test_run_json_that_is_not_an_object_is_rejected(saved, tmp_path, top):
+    path = _edit_meta(saved, tmp_path, lambda meta: top)
+    with pytest.raises(ValueError, match=r"run\.json.*JSON object"):
+        Run.load(path)
+
+
+@pytest.mark.parametrize("key", ["format_version", "config", "status", "message",
+                                 "diverged_step", "total_steps", "history",
+                                 "weights_sha256"])
+def test_each_missing_key_is_named(saved, tmp_path, key):
+    def drop(meta):
+        del meta[key]
+        return meta
+
+    with pytest.raises(ValueError, match=rf"run\.json.*lacks {key}"):
+        Run.load(_edit_meta(saved, tmp_path, drop))
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("history", {"step": 0}, "a list of rows"),
+    ("history", [1, 2], "a list of rows"),
+    ("history", [{"step": 0}, ["train_loss", 1.0]], "a list of rows"),
+    ("history", [{"step": "0"}], "number or null"),
+    ("history", [{"train_loss": True}], "number or null"),
+    ("history", [{"train_loss": {"value": 1}}], "number or null"),
+    ("status", "exploded", "one of running, finished, diverged, stopped, failed"),
+    ("status", None, "one of running"),
+    ("message", 5, "a string"),
+    ("diverged_step", "3", "null or an integer"),
+    ("diverged_step", 2.5, "null or an integer"),
+    ("diverged_step", True, "null or an integer"),
+    ("total_steps", None, "an integer >= 0"),
+    ("total_steps", -1, "an integer >= 0"),
+    ("format_version", "1", "format version"),
+    ("format_version", 2, "format version"),
+    ("weights_sha256", 12, "a string"),
+])
+def test_badly_typed_keys_are_named(saved, tmp_path, key, value, words):
+    path = _edit_meta(saved, tmp_path, _with(key, value))
+    with pytest.raises(ValueError, match=rf"saved run .*run\.json.*{key}.*{re.escape(words)}"):
+        Run.load(path)
+
+
+@pytest.mark.parametrize("config, words", [
+    ({"rule": "no_such_rule"}, "RunConfig.rule"),
+    ({"hidden": "wide"}, "RunConfig.hidden"),
+    ({"no_such_field": 1}, "no_such_field"),
+    ([1, 2], "an object of RunConfig fields"),
+])
+def test_invalid_config_is_rejected_with_the_config_error(saved, tmp_path, config, words):
+    def edit(meta):
+        meta["config"] = ({**meta["config"], **config} if isinstance(config, dict)
+                          else config)
+        return meta
+
+    with pytest.raises(ValueError, match=rf"run\.json.*config.*{re.escape(words)}"):
+        Run.load(_edit_meta(saved, tmp_path, edit))
+
+
+def test_unknown_extra_keys_are_tolerated(saved, tmp_path):
+    path = _edit_meta(saved, tmp_path, _with("written_by", "a later version"))
+    assert Run.load(path).status == saved[0].status
+
+
+def test_non_finite_metrics_are_written_as_null(digits, tmp_path):
+    """A diverged run used to write e.g. ``"train_loss": Infinity`` (not JSON)."""
+    run = train(RunConfig(rule="bp", epochs=1, eval_every=3, **TINY), data=digits)
+    run.rows[-1].update(train_loss=math.inf, test_loss=-math.inf, test_acc=math.nan)
+    text = (run.save(tmp_path / "run") / "run.json").read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"run.json holds {constant}")
+
+    meta = json.loads(text, parse_constant=refuse)
+    last = meta["history"][-1]
+    assert last["train_loss"] is last["test_loss"] is last["test_acc"] is None
+    assert last["train_acc"] == run.rows[-1]["train_acc"]
+    loaded = Run.load(tmp_path / "run")
+    assert loaded.history[["train_loss", "test_loss", "test_acc"]].iloc[-1].isna().all()
+    pdt.assert_frame_equal(loaded.history.iloc[:-1], run.history.iloc[:-1])
+
+
+def test_load_never_unpickles(saved, monkeypatch):
+    import pickle
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Run.load used pickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    assert Run.load(saved[1]).status == saved[0].status
+
+
+def test_run_status_is_one_of_the_statuses(saved):
+    run = saved[0]
+    assert run.status in training.STATUSES
+    with pytest.raises(ValueError, match="status must be one of running, finished"):
+        run.status = "paused"  # the dashboard's state, not a run's
+    assert run.status == "finished"

@@ -30,7 +30,6 @@ from ..data import DATASETS, Dataset, dataset_from_config, dataset_options
 from ..training import Run, Snapshot, train_iter
 from .controls import dataset_available, difference_labels, plain_message
 
-STATUSES = ("ready", "running", "paused", "stopped", "finished", "diverged", "error")
 ACTIVE = ("running", "paused")
 
 # Logged tracebacks go to the kernel process's own stderr, which Voilà and Jupyter
