@@ -99,7 +99,19 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(spec: DatasetSpec) -> DatasetSpec:
+def register(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
+    """Add a dataset to :data:`DATASETS` under ``spec.name`` and return it.
+
+    A name is taken once, as rule and model names are: registering it again is a
+    ``ValueError`` unless ``replace=True`` says the old spec is meant to go (a
+    silent overwrite would change what every config naming it loads).
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise ValueError(f"register needs a DatasetSpec; got {type(spec).__name__}")
+    if spec.name in DATASETS and not replace:
+        raise ValueError(f"dataset {spec.name!r} is already registered; pass replace=True "
+                         f"to replace it, or choose another name (taken: "
+                         f"{', '.join(DATASETS)})")
     DATASETS[spec.name] = spec
     return spec
 
