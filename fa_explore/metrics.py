@@ -65,12 +65,15 @@ class ConservationTracker:
 
     Per hidden layer: Σ_i [½‖w_i(t)‖² − ½‖w_i(0)‖²] / Σ_i [Q_i(t) − Q_i(0)], which is
     1 under the rule's gradient flow (plain SGD, small steps). NaN where the rule
-    has no such law, the activation is not homogeneous, or nothing has moved yet.
+    declares no such law (``conservation_law``), the activation is not
+    homogeneous, or nothing has moved yet.
     """
 
     def __init__(self, model, rule):
         self.start: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        if not getattr(model, "is_chain", True) or not is_homogeneous(model):
+        # Only a declared law is measured (Rule.conservation_law, never inherited).
+        if (not getattr(rule, "conservation_law", False)
+                or not getattr(model, "is_chain", True) or not is_homogeneous(model)):
             return
         for layer in range(model.n_layers - 1):
             potential = rule.conservation_potential(model, layer)
