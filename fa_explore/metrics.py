@@ -14,7 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import is_homogeneous as activation_is_homogeneous
-from .rules.base import angle_between
+
+
+def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as flat vectors (NaN if one is zero)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return math.nan
+    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
+    return math.degrees(math.acos(cos.item()))
 
 
 def weight_angle(weight: torch.Tensor, feedback: torch.Tensor | None) -> float:

@@ -17,6 +17,7 @@ import torch
 from fa_explore import RULES, Dataset, RunConfig, build, train
 from fa_explore.metrics import (
     ConservationTracker,
+    angle_between,
     gradient_angles,
     incoming_half_norms,
     layer_metrics,
@@ -24,7 +25,6 @@ from fa_explore.metrics import (
     true_grads,
     weight_angle,
 )
-from fa_explore.rules.base import angle_between
 
 # The reference's setting: a 20-50-5 MLP, full-batch plain SGD, lr 1e-3.
 N_EXAMPLES, N_IN, N_HIDDEN, N_CLASSES = 200, 20, 50, 5

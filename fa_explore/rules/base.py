@@ -114,16 +114,6 @@ def feedback_call(feedbacks: Sequence[Feedback | None]):
     return call
 
 
-def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle in degrees between two tensors seen as flat vectors (NaN if one is zero)."""
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    na, nb = a.norm(), b.norm()
-    if na == 0 or nb == 0:
-        return math.nan
-    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
-    return math.degrees(math.acos(cos.item()))
-
-
 def aligned_like(weight: torch.Tensor, angle_deg: float,
                  generator: torch.Generator | None, kind: str = "xavier_uniform",
                  gain: float = 1.0) -> torch.Tensor:
