@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from .config import RunConfig
-from .data import DATASETS, Dataset, dataset_from_config
+from .data import Dataset, dataset_from_config, dataset_shape
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
@@ -50,13 +50,17 @@ def resolve_device(name: str) -> torch.device:
 
 def build(cfg: RunConfig, input_shape=None, n_classes=None,
           device: torch.device | str | None = None) -> tuple[FeedforwardNet, Rule]:
-    """The model and the rule that trains it, seeded from ``cfg.seed``."""
+    """The model and the rule that trains it, seeded from ``cfg.seed``.
+
+    ``input_shape`` and ``n_classes`` default to the dataset's, from its registry
+    entry (nothing is loaded); models never look datasets up themselves.
+    """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device) if device is None else torch.device(device)
     if input_shape is None or n_classes is None:
-        spec = DATASETS[cfg.dataset]
-        input_shape = spec.input_shape if input_shape is None else input_shape
-        n_classes = (cfg.n_classes or spec.n_classes) if n_classes is None else n_classes
+        shape, classes = dataset_shape(cfg)
+        input_shape = shape if input_shape is None else input_shape
+        n_classes = classes if n_classes is None else n_classes
     model = build_model(cfg, input_shape, n_classes).to(device)
     rule_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     rule = RULES[cfg.rule](model, cfg, rule_generator).to(device)
