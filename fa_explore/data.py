@@ -482,9 +482,13 @@ def load_dataset(name: str, *, n_classes: int | None = None, label_noise: float 
 
 
 def dataset_options(cfg) -> dict[str, Any]:
-    """The ``load_dataset`` options a config asks for."""
+    """The ``load_dataset`` options a config asks for. The data's seed is
+    ``cfg.data_seed`` (``cfg.seed`` when None): it draws the class subset, the
+    label noise, the training subsample and the generated sets, so runs that
+    differ only in ``seed`` (init, feedback, batch order) share their data."""
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     options = dict(n_classes=cfg.n_classes, label_noise=cfg.label_noise,
-                   train_size=cfg.train_size, standardize=cfg.standardize, seed=cfg.seed)
+                   train_size=cfg.train_size, standardize=cfg.standardize, seed=data_seed)
     for name in DATASETS[cfg.dataset].extra_options:
         options[name] = getattr(cfg, name)
     return options

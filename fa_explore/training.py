@@ -3,11 +3,16 @@
 
 A run is seeded and deterministic on the CPU: model init, feedback draws, batch
 order and every random perturbation come from their own generators derived from
-``cfg.seed``. A NaN or infinite loss ends the run with status ``diverged``.
+``cfg.seed``; the data draws (class subset, label noise, subsample, generated
+sets) and the fixed evaluation subset follow ``cfg.data_seed`` (``seed`` when
+None), so runs that differ only in ``seed`` see the same data. A NaN or infinite
+loss, or an evaluated training loss above ``divergence_factor`` times the initial
+one, ends the run with status ``diverged``.
 
 A run's status is one of :data:`STATUSES`: ``running`` while it trains, then
-``finished`` (every step done), ``diverged`` (the loss blew up), ``stopped`` (the
-caller stopped a running run) or ``failed`` (an exception).
+``finished`` (every step done, or a target reached), ``diverged`` (the loss blew
+up), ``stopped`` (the caller stopped a running run) or ``failed`` (an exception).
+Its ``stop_reason`` (one of :data:`STOP_REASONS`) says why it ended.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ FORMAT_VERSION = 1
 # Every status a Run can have; the only list of them (the dashboard's own states,
 # such as "ready" or "paused", are its session's, not a run's).
 STATUSES = ("running", "finished", "diverged", "stopped", "failed")
+# Why a run ended (Run.stop_reason; None while it runs): every step done, a
+# target_loss / target_acc reached, diverged, stopped by the caller, an exception.
+STOP_REASONS = ("completed", "target", "diverged", "stopped", "failed")
+_REASON_OF_STATUS = {"finished": "completed", "diverged": "diverged", "stopped": "stopped",
+                     "failed": "failed", "running": None}
 PROBE_BATCH = 256  # examples in the fixed batch the gradient angle is measured on
 TRAJECTORY_POINTS = 128  # bound on the stored parameter trajectory
 TRAJECTORY_BYTES = 256 * 2**20
@@ -89,6 +99,43 @@ def make_optimizers(cfg: RunConfig, model: FeedforwardNet,
         else:
             raise ValueError(f"optimizer must be sgd or adam; got {kind!r}")
     return optimizers
+
+
+def lr_factor_at(cfg: RunConfig, updates_done: int, steps_per_epoch: int,
+                 total_steps: int) -> float:
+    """What ``cfg.lr_schedule`` multiplies every base learning rate by for the next
+    update, after ``updates_done`` updates.
+
+    ``constant``: 1. ``step``: ``lr_factor`` to the number of ``lr_milestones``
+    reached, a milestone ``m`` counting from the first update of epoch ``m``
+    (epochs from 0, as ``torch.optim.lr_scheduler.MultiStepLR`` stepped per
+    epoch): lr 0.01, milestones (20, 30), factor 0.5 trains epochs 0-19 at 0.01,
+    20-29 at 0.005 and the rest at 0.0025. ``cosine``: ``(1 + cos(π k / T)) / 2``
+    for ``k`` updates done of ``T``, from 1 at the first update to 0 after the last.
+    """
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if cfg.lr_schedule == "step":
+        epoch = updates_done // steps_per_epoch  # the epoch of the next update
+        return cfg.lr_factor ** sum(1 for m in cfg.lr_milestones if epoch >= m)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(updates_done, total_steps) / total_steps))
+    raise ValueError(f"RunConfig.lr_schedule must be one of constant, step, cosine; "
+                     f"got {cfg.lr_schedule!r}")
+
+
+def make_schedulers(cfg: RunConfig, optimizers: list[torch.optim.Optimizer],
+                    steps_per_epoch: int, total_steps: int
+                    ) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """One ``LambdaLR`` per optimizer, stepped after every update, applying
+    :func:`lr_factor_at` to each parameter group's own base learning rate (so a
+    rule's group with its own lr, such as DKP's feedback, keeps its ratio to the
+    rest). None for the constant schedule."""
+    if cfg.lr_schedule == "constant":
+        return []
+    return [torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: lr_factor_at(cfg, k, steps_per_epoch, total_steps))
+        for optimizer in optimizers]
 
 
 class Trajectory:
@@ -172,7 +219,14 @@ class Snapshot:
 
 
 class Run:
-    """A training run: its config, model, rule, data, status and history."""
+    """A training run: its config, model, rule, data, status and history.
+
+    ``rows`` (``history`` as a DataFrame) holds one row per evaluation: ``step``,
+    ``epoch``, the evaluated losses and accuracies, ``lr`` (the learning rate the
+    next update uses, schedule applied, of the rule's first parameter group: the
+    model's), ``time`` and the per-layer metrics. ``stop_reason`` says why the run
+    ended (:data:`STOP_REASONS`; None while it runs).
+    """
 
     def __init__(self, config: RunConfig, model: FeedforwardNet, rule: Rule,
                  data: Dataset | None = None):
@@ -183,6 +237,7 @@ class Run:
         self._status = "running"
         self.message = ""
         self.diverged_step: int | None = None
+        self.stop_reason: str | None = None  # one of STOP_REASONS once the run ended
         self.rows: list[dict[str, Any]] = []
         self.trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
         self.total_steps = 0
@@ -241,6 +296,7 @@ class Run:
             "status": self.status,
             "message": self.message,
             "diverged_step": self.diverged_step,
+            "stop_reason": self.stop_reason,
             "total_steps": self.total_steps,
             "history": [{k: _json_number(v) for k, v in row.items()} for row in self.rows],
             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
@@ -295,6 +351,8 @@ class Run:
         run.status = meta["status"]
         run.message = meta["message"]
         run.diverged_step = meta["diverged_step"]
+        # Runs saved before stop_reason existed: what their status implies.
+        run.stop_reason = meta.get("stop_reason", _REASON_OF_STATUS[meta["status"]])
         run.total_steps = meta["total_steps"]
         run.rows = [{k: (math.nan if v is None else v) for k, v in row.items()}
                     for row in meta["history"]]
@@ -342,6 +400,10 @@ def _check_meta(meta: Any, meta_file: Path) -> None:
     for key, (ok, allowed) in _META_KEYS.items():
         if not ok(meta[key]):
             raise ValueError(f"{where} key {key} must be {allowed}; got {meta[key]!r:.60}")
+    reason = meta.get("stop_reason")
+    if reason is not None and reason not in STOP_REASONS:
+        raise ValueError(f"{where} key stop_reason must be null or one of "
+                         f"{', '.join(STOP_REASONS)}; got {reason!r:.60}")
     for index, row in enumerate(meta["history"]):
         for name, value in row.items():
             if value is not None and (isinstance(value, bool)
@@ -359,13 +421,18 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     """Train step by step, yielding a :class:`Snapshot` at every evaluation.
 
     The first snapshot is step 0, before any update. The caller may stop at any
-    time (``break`` or ``.close()``): the run's status becomes ``stopped``. The last
-    snapshot has status ``finished`` or ``diverged``.
+    time (``break`` or ``.close()``): a running run's status becomes ``stopped``.
+    The last snapshot has status ``finished`` (all steps done, or at the first
+    evaluation that reaches ``target_loss`` / ``target_acc``) or ``diverged``.
 
     ``should_stop``, when given, is called before every training step; when it
     returns True the run ends with status ``stopped`` and a last snapshot (row
     None). It lets a caller in another thread (the dashboard) stop a run between
     two steps rather than between two evaluations; it may also block (pause).
+
+    The parameter trajectory is recorded at every evaluation, or every
+    ``trajectory_every`` steps when set (always with step 0 and the last step),
+    bounded as :class:`Trajectory` says.
     """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device)
@@ -382,8 +449,12 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     eval_every = cfg.eval_every or max(1, total_steps // 50)
     if cfg.eval_every is None:
         run.config = cfg = cfg.replace(eval_every=eval_every)
+    schedulers = make_schedulers(cfg, optimizers, steps_per_epoch, total_steps)
 
-    subset_gen = torch.Generator().manual_seed(cfg.seed + 3)
+    # The evaluation subset is part of the data: runs that differ only in seed are
+    # measured on the same examples.
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    subset_gen = torch.Generator().manual_seed(data_seed + 3)
     train_eval = _fixed_subset(n_train, cfg.eval_size, subset_gen).to(device)
     test_eval = _fixed_subset(len(y_test), cfg.eval_size, subset_gen).to(device)
     probe = train_eval[:PROBE_BATCH]
@@ -396,21 +467,45 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
         test_loss, test_acc = evaluate(model, x_test[test_eval], y_test[test_eval])
         row = {"step": step, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc,
+               # What the optimizer will use next (the schedule applied), read back
+               # from it rather than recomputed.
+               "lr": optimizers[0].param_groups[0]["lr"],
                "time": time.perf_counter() - started}
         row.update(layer_metrics(model, rule, x_train[probe], y_train[probe], tracker))
         run.rows.append(row)
-        run.trajectory.record(step, model)
+        if cfg.trajectory_every is None:
+            run.trajectory.record(step, model)
         return row
 
+    def end(status: str, reason: str, message: str) -> None:
+        run.status, run.stop_reason, run.message = status, reason, message
+
+    def target_reached(row: dict[str, Any]) -> str | None:
+        """The message of a reached target, or None."""
+        if cfg.target_loss is not None and row["train_loss"] <= cfg.target_loss:
+            return (f"reached the target at step {row['step']}: evaluated training loss "
+                    f"{row['train_loss']:.4g} <= target_loss {cfg.target_loss:g}")
+        if cfg.target_acc is not None and row["train_acc"] >= cfg.target_acc:
+            return (f"reached the target at step {row['step']}: evaluated training "
+                    f"accuracy {row['train_acc']:.4g} >= target_acc {cfg.target_acc:g}")
+        return None
+
     try:
-        yield Snapshot(run, record(0, 0.0), 0, total_steps, run.status)
+        first = record(0, 0.0)
+        run.trajectory.record(0, model)
+        reached = target_reached(first)
+        if reached:
+            end("finished", "target", reached)
+        yield Snapshot(run, first, 0, total_steps, run.status)
+        if reached:
+            return
         step = 0
         for epoch in range(cfg.epochs):
             rule.on_epoch_start(epoch, optimizers)
             order = torch.randperm(n_train, generator=shuffle_gen).to(device)
             for start in range(0, n_train, cfg.batch_size):
                 if should_stop is not None and should_stop():
-                    run.status, run.message = "stopped", f"stopped by the user at step {step}"
+                    end("stopped", "stopped", f"stopped by the user at step {step}")
                     yield Snapshot(run, None, step, total_steps, run.status)
                     return
                 batch = order[start:start + cfg.batch_size]
@@ -419,13 +514,18 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                 loss = rule.compute_grads(model, x_train[batch], y_train[batch])
                 step += 1
                 if not torch.isfinite(loss):
-                    run.status, run.diverged_step = "diverged", step
-                    run.message = (f"diverged at step {step}: the training loss became "
-                                   f"{loss.item()}; try a smaller learning rate")
+                    run.diverged_step = step
+                    end("diverged", "diverged", f"diverged at step {step}: the training "
+                        f"loss became {loss.item()}; lower the learning rate")
                     yield Snapshot(run, None, step, total_steps, run.status)
                     return
                 for opt in optimizers:
                     opt.step()
+                for scheduler in schedulers:
+                    scheduler.step()
+                if cfg.trajectory_every is not None and (
+                        step % cfg.trajectory_every == 0 or step == total_steps):
+                    run.trajectory.record(step, model)
                 if step % eval_every == 0 or step == total_steps:
                     row = record(step, step / steps_per_epoch)
                     loss_now, loss_start = row["train_loss"], run.rows[0]["train_loss"]
@@ -433,27 +533,33 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                     # exploding loss (Adam at lr 1: ~5e5) may never reach inf.
                     if not math.isfinite(loss_now) or (
                             loss_now > cfg.divergence_factor * loss_start):
-                        run.status, run.diverged_step = "diverged", step
-                        run.message = (f"diverged at step {step}: the evaluated training "
-                                       f"loss is {loss_now:.4g} (it started at "
-                                       f"{loss_start:.4g}; divergence_factor is "
-                                       f"{cfg.divergence_factor:g}); try a smaller "
-                                       "learning rate")
+                        run.diverged_step = step
+                        end("diverged", "diverged",
+                            f"diverged at step {step}: the evaluated training loss is "
+                            f"{loss_now:.4g} (it started at {loss_start:.4g}; "
+                            f"divergence_factor is {cfg.divergence_factor:g}); lower the "
+                            "learning rate")
+                        yield Snapshot(run, row, step, total_steps, run.status)
+                        return
+                    reached = target_reached(row)
+                    if reached:
+                        # The landscape's end point is where the run ended.
+                        run.trajectory.record(step, model)
+                        end("finished", "target", reached)
                         yield Snapshot(run, row, step, total_steps, run.status)
                         return
                     if step == total_steps:
-                        run.status = "finished"
-                        run.message = f"finished {total_steps} steps"
+                        end("finished", "completed", f"finished {total_steps} steps")
                     yield Snapshot(run, row, step, total_steps, run.status)
     except GeneratorExit:
         # The caller left (break, close, garbage collection). Only a running run
         # becomes stopped: leaving on the final finished or diverged snapshot ends
         # nothing that had not already ended.
         if run.status == "running":
-            run.status, run.message = "stopped", "stopped by the user"
+            end("stopped", "stopped", "stopped by the user")
         raise
     except Exception as exc:
-        run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"
+        end("failed", "failed", f"{type(exc).__name__}: {exc}")
         raise
 
 
