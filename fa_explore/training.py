@@ -21,9 +21,10 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
@@ -211,7 +212,7 @@ class Snapshot:
     """What ``train_iter`` yields: the live run, the newest history row (None when
     the run ended without one), the step and the run's status."""
 
-    run: "Run"
+    run: Run
     row: dict[str, Any] | None
     step: int
     total_steps: int
@@ -333,7 +334,8 @@ class Run:
         try:
             tensors = load(raw)
         except (SafetensorError, Exception) as exc:  # noqa: BLE001 - report any decode error
-            raise ValueError(f"saved run {path}: weights.safetensors cannot be read: {exc}")
+            raise ValueError(f"saved run {path}: weights.safetensors cannot be read: "
+                             f"{exc}") from None
         try:
             config = RunConfig.from_dict(meta["config"])
             if device is not None:
@@ -346,7 +348,8 @@ class Run:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             rule.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("rule.")})
         except RuntimeError as exc:
-            raise ValueError(f"saved run {path}: weights do not fit the saved config: {exc}")
+            raise ValueError(f"saved run {path}: weights do not fit the saved config: "
+                             f"{exc}") from None
         run = cls(config, model, rule)
         run.status = meta["status"]
         run.message = meta["message"]

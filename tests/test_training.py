@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from itertools import pairwise
 
 import pandas as pd
 import pandas.testing as pdt
@@ -406,7 +407,7 @@ def test_trajectory_keeps_the_first_and_last_point_for_any_bound(bound, n_record
     assert matrix[:, -1].tolist() == [float(s) for s in steps]
     if n_records > bound:  # downsampled: still spread over the whole run
         assert len(steps) >= bound // 2
-        gaps = [b - a for a, b in zip(steps, steps[1:])]
+        gaps = [b - a for a, b in pairwise(steps)]
         assert max(gaps) <= 2 * math.ceil(n_records / len(steps))
 
 
@@ -539,7 +540,7 @@ def test_run_status_is_one_of_the_statuses(saved):
 
 # ------------------------------------------------------------- lr schedules
 def lrs(run):
-    return dict(zip(run.history["step"], run.history["lr"]))
+    return dict(zip(run.history["step"], run.history["lr"], strict=True))
 
 
 def test_constant_schedule_logs_the_learning_rate(digits):
@@ -584,7 +585,8 @@ def test_cosine_schedule_goes_from_lr_to_zero_per_step(digits):
 def test_every_optimizer_keeps_its_groups_own_base_lr(digits):
     """DKP trains its feedback with its own Adam and lr; the schedule scales it too."""
     cfg = RunConfig(rule="dkp", optimizer="sgd", lr=0.1, epochs=2, lr_schedule="cosine",
-                    rule_options={"feedback_lr": 1e-3}, **TINY).resolve()
+                    rule_options={"feedback_optimizer": "adam", "feedback_lr": 1e-3},
+                    **TINY).resolve()
     model, rule = build(cfg, input_shape=(1, 8, 8), n_classes=10, device="cpu")
     optimizers = training.make_optimizers(cfg, model, rule)
     assert len(optimizers) == 2
