@@ -99,7 +99,19 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(spec: DatasetSpec) -> DatasetSpec:
+def register(spec: DatasetSpec, replace: bool = False) -> DatasetSpec:
+    """Add a dataset to :data:`DATASETS` under ``spec.name`` and return it.
+
+    A name is taken once, as rule and model names are: registering it again is a
+    ``ValueError`` unless ``replace=True`` says the old spec is meant to go (a
+    silent overwrite would change what every config naming it loads).
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise ValueError(f"register needs a DatasetSpec; got {type(spec).__name__}")
+    if spec.name in DATASETS and not replace:
+        raise ValueError(f"dataset {spec.name!r} is already registered; pass replace=True "
+                         f"to replace it, or choose another name (taken: "
+                         f"{', '.join(DATASETS)})")
     DATASETS[spec.name] = spec
     return spec
 
@@ -470,9 +482,13 @@ def load_dataset(name: str, *, n_classes: int | None = None, label_noise: float 
 
 
 def dataset_options(cfg) -> dict[str, Any]:
-    """The ``load_dataset`` options a config asks for."""
+    """The ``load_dataset`` options a config asks for. The data's seed is
+    ``cfg.data_seed`` (``cfg.seed`` when None): it draws the class subset, the
+    label noise, the training subsample and the generated sets, so runs that
+    differ only in ``seed`` (init, feedback, batch order) share their data."""
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
     options = dict(n_classes=cfg.n_classes, label_noise=cfg.label_noise,
-                   train_size=cfg.train_size, standardize=cfg.standardize, seed=cfg.seed)
+                   train_size=cfg.train_size, standardize=cfg.standardize, seed=data_seed)
     for name in DATASETS[cfg.dataset].extra_options:
         options[name] = getattr(cfg, name)
     return options

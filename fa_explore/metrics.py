@@ -14,7 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import is_homogeneous as activation_is_homogeneous
-from .rules.base import angle_between
+
+
+def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Angle in degrees between two tensors seen as flat vectors (NaN if one is zero)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return math.nan
+    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
+    return math.degrees(math.acos(cos.item()))
 
 
 def weight_angle(weight: torch.Tensor, feedback: torch.Tensor | None) -> float:
@@ -65,12 +74,15 @@ class ConservationTracker:
 
     Per hidden layer: Σ_i [½‖w_i(t)‖² − ½‖w_i(0)‖²] / Σ_i [Q_i(t) − Q_i(0)], which is
     1 under the rule's gradient flow (plain SGD, small steps). NaN where the rule
-    has no such law, the activation is not homogeneous, or nothing has moved yet.
+    declares no such law (``conservation_law``), the activation is not
+    homogeneous, or nothing has moved yet.
     """
 
     def __init__(self, model, rule):
         self.start: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        if not getattr(model, "is_chain", True) or not is_homogeneous(model):
+        # Only a declared law is measured (Rule.conservation_law, never inherited).
+        if (not getattr(rule, "conservation_law", False)
+                or not getattr(model, "is_chain", True) or not is_homogeneous(model)):
             return
         for layer in range(model.n_layers - 1):
             potential = rule.conservation_potential(model, layer)

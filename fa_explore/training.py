@@ -3,7 +3,16 @@
 
 A run is seeded and deterministic on the CPU: model init, feedback draws, batch
 order and every random perturbation come from their own generators derived from
-``cfg.seed``. A NaN or infinite loss ends the run with status ``diverged``.
+``cfg.seed``; the data draws (class subset, label noise, subsample, generated
+sets) and the fixed evaluation subset follow ``cfg.data_seed`` (``seed`` when
+None), so runs that differ only in ``seed`` see the same data. A NaN or infinite
+loss, or an evaluated training loss above ``divergence_factor`` times the initial
+one, ends the run with status ``diverged``.
+
+A run's status is one of :data:`STATUSES`: ``running`` while it trains, then
+``finished`` (every step done, or a target reached), ``diverged`` (the loss blew
+up), ``stopped`` (the caller stopped a running run) or ``failed`` (an exception).
+Its ``stop_reason`` (one of :data:`STOP_REASONS`) says why it ended.
 """
 
 from __future__ import annotations
@@ -12,20 +21,29 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
 
 from .config import RunConfig
-from .data import DATASETS, Dataset, dataset_from_config
+from .data import Dataset, dataset_from_config, dataset_shape
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
 
 FORMAT_VERSION = 1
+# Every status a Run can have; the only list of them (the dashboard's own states,
+# such as "ready" or "paused", are its session's, not a run's).
+STATUSES = ("running", "finished", "diverged", "stopped", "failed")
+# Why a run ended (Run.stop_reason; None while it runs): every step done, a
+# target_loss / target_acc reached, diverged, stopped by the caller, an exception.
+STOP_REASONS = ("completed", "target", "diverged", "stopped", "failed")
+_REASON_OF_STATUS = {"finished": "completed", "diverged": "diverged", "stopped": "stopped",
+                     "failed": "failed", "running": None}
 PROBE_BATCH = 256  # examples in the fixed batch the gradient angle is measured on
 TRAJECTORY_POINTS = 128  # bound on the stored parameter trajectory
 TRAJECTORY_BYTES = 256 * 2**20
@@ -43,13 +61,17 @@ def resolve_device(name: str) -> torch.device:
 
 def build(cfg: RunConfig, input_shape=None, n_classes=None,
           device: torch.device | str | None = None) -> tuple[FeedforwardNet, Rule]:
-    """The model and the rule that trains it, seeded from ``cfg.seed``."""
+    """The model and the rule that trains it, seeded from ``cfg.seed``.
+
+    ``input_shape`` and ``n_classes`` default to the dataset's, from its registry
+    entry (nothing is loaded); models never look datasets up themselves.
+    """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device) if device is None else torch.device(device)
     if input_shape is None or n_classes is None:
-        spec = DATASETS[cfg.dataset]
-        input_shape = spec.input_shape if input_shape is None else input_shape
-        n_classes = (cfg.n_classes or spec.n_classes) if n_classes is None else n_classes
+        shape, classes = dataset_shape(cfg)
+        input_shape = shape if input_shape is None else input_shape
+        n_classes = classes if n_classes is None else n_classes
     model = build_model(cfg, input_shape, n_classes).to(device)
     rule_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     rule = RULES[cfg.rule](model, cfg, rule_generator).to(device)
@@ -80,36 +102,109 @@ def make_optimizers(cfg: RunConfig, model: FeedforwardNet,
     return optimizers
 
 
+def lr_factor_at(cfg: RunConfig, updates_done: int, steps_per_epoch: int,
+                 total_steps: int) -> float:
+    """What ``cfg.lr_schedule`` multiplies every base learning rate by for the next
+    update, after ``updates_done`` updates.
+
+    ``constant``: 1. ``step``: ``lr_factor`` to the number of ``lr_milestones``
+    reached, a milestone ``m`` counting from the first update of epoch ``m``
+    (epochs from 0, as ``torch.optim.lr_scheduler.MultiStepLR`` stepped per
+    epoch): lr 0.01, milestones (20, 30), factor 0.5 trains epochs 0-19 at 0.01,
+    20-29 at 0.005 and the rest at 0.0025. ``cosine``: ``(1 + cos(π k / T)) / 2``
+    for ``k`` updates done of ``T``, from 1 at the first update to 0 after the last.
+    """
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    if cfg.lr_schedule == "step":
+        epoch = updates_done // steps_per_epoch  # the epoch of the next update
+        return cfg.lr_factor ** sum(1 for m in cfg.lr_milestones if epoch >= m)
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(updates_done, total_steps) / total_steps))
+    raise ValueError(f"RunConfig.lr_schedule must be one of constant, step, cosine; "
+                     f"got {cfg.lr_schedule!r}")
+
+
+def make_schedulers(cfg: RunConfig, optimizers: list[torch.optim.Optimizer],
+                    steps_per_epoch: int, total_steps: int
+                    ) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """One ``LambdaLR`` per optimizer, stepped after every update, applying
+    :func:`lr_factor_at` to each parameter group's own base learning rate (so a
+    rule's group with its own lr, such as DKP's feedback, keeps its ratio to the
+    rest). None for the constant schedule."""
+    if cfg.lr_schedule == "constant":
+        return []
+    return [torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: lr_factor_at(cfg, k, steps_per_epoch, total_steps))
+        for optimizer in optimizers]
+
+
 class Trajectory:
     """A bounded, downsampled record of the flattened model parameters.
 
-    When full it drops every other point, so it always spans the whole run with
-    roughly even spacing (for the loss-landscape view).
+    It always holds the first and the most recent recorded point, so it spans the
+    whole run, with roughly even spacing in between (for the loss-landscape view):
+    the points at every ``stride``-th record form a grid of at most
+    ``max_points - 1`` points, and when the grid is full every other point is
+    dropped and the stride doubles. The newest point is kept beside the grid
+    whenever it is not on it. ``steps`` and ``points`` are new lists after every
+    record (never changed in place), so another thread may read them; use
+    :meth:`snapshot` for a consistent pair.
+
+    ``max_points`` defaults to ``TRAJECTORY_POINTS``, lowered so that the points
+    fit in ``TRAJECTORY_BYTES`` of float32 (and never below 8).
     """
 
-    def __init__(self, n_params: int):
-        self.max_points = max(8, min(TRAJECTORY_POINTS, TRAJECTORY_BYTES // (4 * n_params)))
-        self.steps: list[int] = []
-        self.points: list[torch.Tensor] = []
+    def __init__(self, n_params: int, max_points: int | None = None):
+        if max_points is None:
+            max_points = max(8, min(TRAJECTORY_POINTS, TRAJECTORY_BYTES // (4 * n_params)))
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+            raise ValueError(f"Trajectory max_points must be an integer >= 2 (the first and "
+                             f"the last point); got {max_points!r}")
+        self.max_points = max_points
+        self._grid: list[tuple[int, torch.Tensor]] = []
+        self._latest: tuple[int, torch.Tensor] | None = None
         self._stride, self._seen = 1, 0
+        self._view: tuple[list[int], list[torch.Tensor]] = ([], [])
 
-    def record(self, step: int, model: torch.nn.Module, force: bool = False) -> None:
-        keep = self._seen % self._stride == 0
-        self._seen += 1
-        if not (keep or force):
-            return
-        if force and self.steps and self.steps[-1] == step:
+    def record(self, step: int, model: torch.nn.Module) -> None:
+        """Record the model's parameters at ``step`` (steps must increase; a second
+        record of the same step is ignored)."""
+        if self._latest is not None and self._latest[0] == step:
             return
         vector = torch.cat([p.detach().flatten() for p in model.parameters()]).float().cpu()
-        self.steps.append(step)
-        self.points.append(vector)
-        if len(self.points) > self.max_points:
-            self.steps, self.points = self.steps[::2], self.points[::2]
-            self._stride *= 2
+        point = (step, vector)
+        if self._seen % self._stride == 0:
+            self._grid.append(point)
+            if len(self._grid) > self.max_points - 1:
+                # grid[::2] keeps the first point and every 2·stride-th record after it.
+                self._grid = self._grid[::2]
+                self._stride *= 2
+        self._seen += 1
+        self._latest = point
+        kept = list(self._grid)
+        if kept[-1][0] != step:  # the newest point fell between grid points
+            kept.append(point)
+        self._view = ([s for s, _ in kept], [v for _, v in kept])
+
+    @property
+    def steps(self) -> list[int]:
+        """Training steps of the kept points, increasing; first and last included."""
+        return self._view[0]
+
+    @property
+    def points(self) -> list[torch.Tensor]:
+        """The kept flattened parameter vectors (float32, CPU), one per step."""
+        return self._view[1]
+
+    def snapshot(self) -> tuple[list[int], list[torch.Tensor]]:
+        """``(steps, points)`` from the same moment (safe while training goes on)."""
+        return self._view
 
     def matrix(self) -> torch.Tensor:
         """Points as rows, shape ``(n_points, n_params)``."""
-        return torch.stack(self.points) if self.points else torch.empty(0)
+        points = self.points
+        return torch.stack(points) if points else torch.empty(0)
 
 
 @dataclass
@@ -117,7 +212,7 @@ class Snapshot:
     """What ``train_iter`` yields: the live run, the newest history row (None when
     the run ended without one), the step and the run's status."""
 
-    run: "Run"
+    run: Run
     row: dict[str, Any] | None
     step: int
     total_steps: int
@@ -125,7 +220,14 @@ class Snapshot:
 
 
 class Run:
-    """A training run: its config, model, rule, data, status and history."""
+    """A training run: its config, model, rule, data, status and history.
+
+    ``rows`` (``history`` as a DataFrame) holds one row per evaluation: ``step``,
+    ``epoch``, the evaluated losses and accuracies, ``lr`` (the learning rate the
+    next update uses, schedule applied, of the rule's first parameter group: the
+    model's), ``time`` and the per-layer metrics. ``stop_reason`` says why the run
+    ended (:data:`STOP_REASONS`; None while it runs).
+    """
 
     def __init__(self, config: RunConfig, model: FeedforwardNet, rule: Rule,
                  data: Dataset | None = None):
@@ -133,12 +235,24 @@ class Run:
         self.model = model
         self.rule = rule
         self._data = data
-        self.status = "running"
+        self._status = "running"
         self.message = ""
         self.diverged_step: int | None = None
+        self.stop_reason: str | None = None  # one of STOP_REASONS once the run ended
         self.rows: list[dict[str, Any]] = []
         self.trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
         self.total_steps = 0
+
+    @property
+    def status(self) -> str:
+        """One of :data:`STATUSES`."""
+        return self._status
+
+    @status.setter
+    def status(self, value: str) -> None:
+        if value not in STATUSES:
+            raise ValueError(f"Run.status must be one of {', '.join(STATUSES)}; got {value!r}")
+        self._status = value
 
     @property
     def data(self) -> Dataset:
@@ -162,7 +276,12 @@ class Run:
     # ------------------------------------------------------------ save / load
     def save(self, path: str | Path) -> Path:
         """Write ``run.json`` (config, status, history) and ``weights.safetensors``
-        (model and rule state) into the directory ``path``."""
+        (model and rule state) into the directory ``path``.
+
+        ``run.json`` is strict JSON: a history value that is NaN or infinite is
+        written as ``null``, so a ``null`` metric means "not defined or not finite"
+        (e.g. layer 1's weight angle, or a diverged run's last loss); it loads as NaN.
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -178,18 +297,22 @@ class Run:
             "status": self.status,
             "message": self.message,
             "diverged_step": self.diverged_step,
+            "stop_reason": self.stop_reason,
             "total_steps": self.total_steps,
-            "history": [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                         for k, v in row.items()} for row in self.rows],
+            "history": [{k: _json_number(v) for k, v in row.items()} for row in self.rows],
             "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         }
-        (path / "run.json").write_text(json.dumps(meta, indent=1))
+        # allow_nan=False: a non-finite float that slipped past _json_number is an
+        # error here, never an ``Infinity`` that other JSON readers refuse.
+        (path / "run.json").write_text(json.dumps(meta, indent=1, allow_nan=False))
         return path
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = "cpu") -> Run:
-        """Read a run written by :meth:`save`. Raises ``ValueError`` saying what is
-        wrong with a missing, truncated or corrupted file."""
+        """Read a run written by :meth:`save`. Raises ``ValueError`` naming the file
+        and what is wrong with it: missing, truncated or corrupted, or a key of
+        ``run.json`` that is missing or holds the wrong kind of value (keys it does
+        not know are ignored). Only JSON and safetensors are read, never pickle."""
         from safetensors import SafetensorError
         from safetensors.torch import load
 
@@ -203,13 +326,7 @@ class Run:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"saved run {path}: run.json is not valid JSON "
                              f"(truncated or corrupted?): {exc}") from None
-        required = {"format_version", "config", "status", "history", "weights_sha256"}
-        if not isinstance(meta, dict) or not required <= set(meta):
-            raise ValueError(f"saved run {path}: run.json lacks "
-                             f"{', '.join(sorted(required - set(meta or {})))}")
-        if meta["format_version"] != FORMAT_VERSION:
-            raise ValueError(f"saved run {path}: format version {meta['format_version']} "
-                             f"is not supported (this version reads {FORMAT_VERSION})")
+        _check_meta(meta, meta_file)
         raw = weights_file.read_bytes()
         if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
             raise ValueError(f"saved run {path}: weights.safetensors does not match the "
@@ -217,24 +334,85 @@ class Run:
         try:
             tensors = load(raw)
         except (SafetensorError, Exception) as exc:  # noqa: BLE001 - report any decode error
-            raise ValueError(f"saved run {path}: weights.safetensors cannot be read: {exc}")
-        config = RunConfig.from_dict(meta["config"])
-        if device is not None:
-            config = config.replace(device=device)
+            raise ValueError(f"saved run {path}: weights.safetensors cannot be read: "
+                             f"{exc}") from None
+        try:
+            config = RunConfig.from_dict(meta["config"])
+            if device is not None:
+                config = config.replace(device=device)
+        except ValueError as exc:
+            raise ValueError(f"saved run {path}: run.json key config is not a valid "
+                             f"RunConfig: {exc}") from None
         model, rule = build(config)
         try:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             rule.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("rule.")})
         except RuntimeError as exc:
-            raise ValueError(f"saved run {path}: weights do not fit the saved config: {exc}")
+            raise ValueError(f"saved run {path}: weights do not fit the saved config: "
+                             f"{exc}") from None
         run = cls(config, model, rule)
         run.status = meta["status"]
-        run.message = meta.get("message", "")
-        run.diverged_step = meta.get("diverged_step")
-        run.total_steps = meta.get("total_steps", 0)
+        run.message = meta["message"]
+        run.diverged_step = meta["diverged_step"]
+        # Runs saved before stop_reason existed: what their status implies.
+        run.stop_reason = meta.get("stop_reason", _REASON_OF_STATUS[meta["status"]])
+        run.total_steps = meta["total_steps"]
         run.rows = [{k: (math.nan if v is None else v) for k, v in row.items()}
                     for row in meta["history"]]
         return run
+
+
+def _json_number(value: Any) -> Any:
+    """A history value as JSON holds it: non-finite floats become None (null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# What run.json holds: key -> (check, what is allowed), in the order save writes it.
+_META_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "format_version": (lambda v: _is_int(v) and v == FORMAT_VERSION,
+                       f"{FORMAT_VERSION}, the only format version this version reads"),
+    "config": (lambda v: isinstance(v, dict), "an object of RunConfig fields"),
+    "status": (lambda v: v in STATUSES, "one of " + ", ".join(STATUSES)),
+    "message": (lambda v: isinstance(v, str), "a string"),
+    "diverged_step": (lambda v: v is None or _is_int(v), "null or an integer"),
+    "total_steps": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+                "a list of rows (objects of metric name to number or null)"),
+    "weights_sha256": (lambda v: isinstance(v, str), "a string (hex SHA-256)"),
+}
+
+
+def _check_meta(meta: Any, meta_file: Path) -> None:
+    """Raise ValueError naming ``meta_file`` and the key when run.json's structure is
+    not what :meth:`Run.save` writes (a wrong value, not only a missing key, would
+    otherwise surface later as a confusing TypeError)."""
+    where = f"saved run {meta_file.parent}: run.json"
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where} must hold a JSON object of run fields; got "
+                         f"{type(meta).__name__} {meta!r:.60}")
+    missing = [key for key in _META_KEYS if key not in meta]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)} (a file written by "
+                         f"Run.save has {', '.join(_META_KEYS)})")
+    for key, (ok, allowed) in _META_KEYS.items():
+        if not ok(meta[key]):
+            raise ValueError(f"{where} key {key} must be {allowed}; got {meta[key]!r:.60}")
+    reason = meta.get("stop_reason")
+    if reason is not None and reason not in STOP_REASONS:
+        raise ValueError(f"{where} key stop_reason must be null or one of "
+                         f"{', '.join(STOP_REASONS)}; got {reason!r:.60}")
+    for index, row in enumerate(meta["history"]):
+        for name, value in row.items():
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))):
+                raise ValueError(f"{where} key history row {index} column {name!r} must be "
+                                 f"a number or null; got {value!r:.60}")
 
 
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -246,13 +424,18 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     """Train step by step, yielding a :class:`Snapshot` at every evaluation.
 
     The first snapshot is step 0, before any update. The caller may stop at any
-    time (``break`` or ``.close()``): the run's status becomes ``stopped``. The last
-    snapshot has status ``finished`` or ``diverged``.
+    time (``break`` or ``.close()``): a running run's status becomes ``stopped``.
+    The last snapshot has status ``finished`` (all steps done, or at the first
+    evaluation that reaches ``target_loss`` / ``target_acc``) or ``diverged``.
 
     ``should_stop``, when given, is called before every training step; when it
     returns True the run ends with status ``stopped`` and a last snapshot (row
     None). It lets a caller in another thread (the dashboard) stop a run between
     two steps rather than between two evaluations; it may also block (pause).
+
+    The parameter trajectory is recorded at every evaluation, or every
+    ``trajectory_every`` steps when set (always with step 0 and the last step),
+    bounded as :class:`Trajectory` says.
     """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device)
@@ -269,8 +452,12 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     eval_every = cfg.eval_every or max(1, total_steps // 50)
     if cfg.eval_every is None:
         run.config = cfg = cfg.replace(eval_every=eval_every)
+    schedulers = make_schedulers(cfg, optimizers, steps_per_epoch, total_steps)
 
-    subset_gen = torch.Generator().manual_seed(cfg.seed + 3)
+    # The evaluation subset is part of the data: runs that differ only in seed are
+    # measured on the same examples.
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    subset_gen = torch.Generator().manual_seed(data_seed + 3)
     train_eval = _fixed_subset(n_train, cfg.eval_size, subset_gen).to(device)
     test_eval = _fixed_subset(len(y_test), cfg.eval_size, subset_gen).to(device)
     probe = train_eval[:PROBE_BATCH]
@@ -283,21 +470,45 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
         test_loss, test_acc = evaluate(model, x_test[test_eval], y_test[test_eval])
         row = {"step": step, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc,
+               # What the optimizer will use next (the schedule applied), read back
+               # from it rather than recomputed.
+               "lr": optimizers[0].param_groups[0]["lr"],
                "time": time.perf_counter() - started}
         row.update(layer_metrics(model, rule, x_train[probe], y_train[probe], tracker))
         run.rows.append(row)
-        run.trajectory.record(step, model, force=step in (0, total_steps))
+        if cfg.trajectory_every is None:
+            run.trajectory.record(step, model)
         return row
 
+    def end(status: str, reason: str, message: str) -> None:
+        run.status, run.stop_reason, run.message = status, reason, message
+
+    def target_reached(row: dict[str, Any]) -> str | None:
+        """The message of a reached target, or None."""
+        if cfg.target_loss is not None and row["train_loss"] <= cfg.target_loss:
+            return (f"reached the target at step {row['step']}: evaluated training loss "
+                    f"{row['train_loss']:.4g} <= target_loss {cfg.target_loss:g}")
+        if cfg.target_acc is not None and row["train_acc"] >= cfg.target_acc:
+            return (f"reached the target at step {row['step']}: evaluated training "
+                    f"accuracy {row['train_acc']:.4g} >= target_acc {cfg.target_acc:g}")
+        return None
+
     try:
-        yield Snapshot(run, record(0, 0.0), 0, total_steps, run.status)
+        first = record(0, 0.0)
+        run.trajectory.record(0, model)
+        reached = target_reached(first)
+        if reached:
+            end("finished", "target", reached)
+        yield Snapshot(run, first, 0, total_steps, run.status)
+        if reached:
+            return
         step = 0
         for epoch in range(cfg.epochs):
             rule.on_epoch_start(epoch, optimizers)
             order = torch.randperm(n_train, generator=shuffle_gen).to(device)
             for start in range(0, n_train, cfg.batch_size):
                 if should_stop is not None and should_stop():
-                    run.status, run.message = "stopped", f"stopped by the user at step {step}"
+                    end("stopped", "stopped", f"stopped by the user at step {step}")
                     yield Snapshot(run, None, step, total_steps, run.status)
                     return
                 batch = order[start:start + cfg.batch_size]
@@ -306,13 +517,18 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                 loss = rule.compute_grads(model, x_train[batch], y_train[batch])
                 step += 1
                 if not torch.isfinite(loss):
-                    run.status, run.diverged_step = "diverged", step
-                    run.message = (f"diverged at step {step}: the training loss became "
-                                   f"{loss.item()}; try a smaller learning rate")
+                    run.diverged_step = step
+                    end("diverged", "diverged", f"diverged at step {step}: the training "
+                        f"loss became {loss.item()}; lower the learning rate")
                     yield Snapshot(run, None, step, total_steps, run.status)
                     return
                 for opt in optimizers:
                     opt.step()
+                for scheduler in schedulers:
+                    scheduler.step()
+                if cfg.trajectory_every is not None and (
+                        step % cfg.trajectory_every == 0 or step == total_steps):
+                    run.trajectory.record(step, model)
                 if step % eval_every == 0 or step == total_steps:
                     row = record(step, step / steps_per_epoch)
                     loss_now, loss_start = row["train_loss"], run.rows[0]["train_loss"]
@@ -320,23 +536,33 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                     # exploding loss (Adam at lr 1: ~5e5) may never reach inf.
                     if not math.isfinite(loss_now) or (
                             loss_now > cfg.divergence_factor * loss_start):
-                        run.status, run.diverged_step = "diverged", step
-                        run.message = (f"diverged at step {step}: the evaluated training "
-                                       f"loss is {loss_now:.4g} (it started at "
-                                       f"{loss_start:.4g}; divergence_factor is "
-                                       f"{cfg.divergence_factor:g}); try a smaller "
-                                       "learning rate")
+                        run.diverged_step = step
+                        end("diverged", "diverged",
+                            f"diverged at step {step}: the evaluated training loss is "
+                            f"{loss_now:.4g} (it started at {loss_start:.4g}; "
+                            f"divergence_factor is {cfg.divergence_factor:g}); lower the "
+                            "learning rate")
+                        yield Snapshot(run, row, step, total_steps, run.status)
+                        return
+                    reached = target_reached(row)
+                    if reached:
+                        # The landscape's end point is where the run ended.
+                        run.trajectory.record(step, model)
+                        end("finished", "target", reached)
                         yield Snapshot(run, row, step, total_steps, run.status)
                         return
                     if step == total_steps:
-                        run.status = "finished"
-                        run.message = f"finished {total_steps} steps"
+                        end("finished", "completed", f"finished {total_steps} steps")
                     yield Snapshot(run, row, step, total_steps, run.status)
     except GeneratorExit:
-        run.status, run.message = "stopped", "stopped by the user"
+        # The caller left (break, close, garbage collection). Only a running run
+        # becomes stopped: leaving on the final finished or diverged snapshot ends
+        # nothing that had not already ended.
+        if run.status == "running":
+            end("stopped", "stopped", "stopped by the user")
         raise
     except Exception as exc:
-        run.status, run.message = "failed", f"{type(exc).__name__}: {exc}"
+        end("failed", "failed", f"{type(exc).__name__}: {exc}")
         raise
 
 

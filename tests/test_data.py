@@ -442,3 +442,22 @@ def test_offline_without_a_cache_raises_an_error_saying_how_to_get_the_data(offl
     assert "mnist.npz" in message
     assert requests and "openml.org" in requests[0]  # the real fetch was attempted
     assert not (folder / "mnist.npz").exists()
+
+
+# ------------------------------------------------------------------ register
+def test_register_refuses_a_taken_name_unless_asked_to_replace(monkeypatch):
+    from fa_explore.data import DatasetSpec, register
+
+    monkeypatch.setattr(data_module, "DATASETS", dict(DATASETS))  # leave the real one alone
+    original = data_module.DATASETS["digits"]
+    impostor = dataclasses.replace(original, description="another digits")
+    with pytest.raises(ValueError, match=r"dataset 'digits' is already registered.*replace=True"):
+        register(impostor)
+    assert data_module.DATASETS["digits"] is original
+    assert register(impostor, replace=True) is impostor
+    assert data_module.DATASETS["digits"] is impostor
+    fresh = DatasetSpec("tiny_new_set", "a test set", original.raw_loader, (1, 8, 8), 10,
+                        "image")
+    assert register(fresh) is fresh and data_module.DATASETS["tiny_new_set"] is fresh
+    with pytest.raises(ValueError, match="DatasetSpec"):
+        register("digits")

@@ -17,6 +17,7 @@ import torch
 from fa_explore import RULES, Dataset, RunConfig, build, train
 from fa_explore.metrics import (
     ConservationTracker,
+    angle_between,
     gradient_angles,
     incoming_half_norms,
     layer_metrics,
@@ -24,7 +25,6 @@ from fa_explore.metrics import (
     true_grads,
     weight_angle,
 )
-from fa_explore.rules.base import angle_between
 
 # The reference's setting: a 20-50-5 MLP, full-batch plain SGD, lr 1e-3.
 N_EXAMPLES, N_IN, N_HIDDEN, N_CLASSES = 200, 20, 50, 5
@@ -44,8 +44,7 @@ def build_double(rule, **fields):
 
 
 def has_conservation_law(name):
-    model, rule = build_double(name, hidden=(4,))
-    return rule.conservation_potential(model, 0) is not None
+    return RULES[name].conservation_law
 
 
 @functools.cache
@@ -298,3 +297,56 @@ def test_training_logs_the_conservation_law():
     assert history["conservation/2"].isna().all()  # the output layer has no law
     tanh = train(cfg.replace(activation="tanh", epochs=3, eval_every=1), data=data).history
     assert tanh["conservation/1"].isna().all()
+
+
+# ---------------------------------------------- which rules declare a law
+LAW_RULES = {"bp", "fa", "usf", "frsf"}
+
+
+def test_exactly_the_rules_with_a_law_declare_it():
+    assert {n for n, c in RULES.items() if c.conservation_law} == LAW_RULES
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_the_declaration_and_the_potential_agree(name):
+    model, rule = build_double(name, hidden=(4,))
+    assert (rule.conservation_potential(model, 0) is not None) == RULES[name].conservation_law
+    ratios = ConservationTracker(model, rule).ratios(model, rule)
+    assert len(ratios) == model.n_layers
+    if not RULES[name].conservation_law:
+        assert all(math.isnan(r) for r in ratios)
+
+
+@pytest.mark.parametrize("parent", sorted(LAW_RULES))
+def test_a_subclass_that_does_not_declare_the_law_gets_nan(parent):
+    """A law is never inherited silently: a new rule built on FA (or any rule with
+    a law) logs NaN until it declares ``conservation_law = True`` itself."""
+    subclass = type(f"Undeclared{parent.title()}", (RULES[parent],), {"__doc__": "test"})
+    assert subclass.conservation_law is False
+    declared = type(f"Declared{parent.title()}", (RULES[parent],),
+                    {"__doc__": "test", "conservation_law": True})
+    assert declared.conservation_law is True
+    cfg = RunConfig(rule=parent, hidden=(N_HIDDEN,))
+    x, y = full_batch()
+    ratios = {}
+    for cls in (subclass, declared):
+        model, _ = build_double(parent)
+        rule = cls(model, cfg.resolve()).double()
+        assert (rule.conservation_potential(model, 0) is None) == (cls is subclass)
+        tracker = ConservationTracker(model, rule)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            rule.compute_grads(model, x, y)
+            optimizer.step()
+        ratios[cls] = tracker.ratios(model, rule)[0]
+    assert math.isnan(ratios[subclass])
+    assert ratios[declared] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_a_rule_defining_a_potential_must_declare_it():
+    from fa_explore.rules.base import Rule
+
+    with pytest.raises(TypeError, match="conservation_law = True"):
+        type("Sloppy", (Rule,), {"name": "sloppy", "__doc__": "test",
+                                  "conservation_potential": lambda self, model, layer: None})

@@ -95,20 +95,9 @@ def model_choices(config: RunConfig) -> list[str]:
 
 
 def dataset_available(spec: Any) -> bool:
-    """Whether a dataset can be loaded now (downloadable sets only once cached).
-
-    Uses the spec's ``available`` flag (a property or method) when the data
-    module offers one; a set that never downloads is always available.
-    """
-    if not getattr(spec, "downloads", False):
-        return True
-    flag = getattr(spec, "available", None)
-    if callable(flag):
-        try:
-            flag = flag()
-        except Exception:  # noqa: BLE001 - a broken check means "not available"
-            return False
-    return bool(flag) if flag is not None else False
+    """Whether a dataset can be loaded now: its :class:`~fa_explore.data.DatasetSpec`'s
+    ``available`` (False only for a downloadable set that is not cached yet)."""
+    return bool(spec.available)
 
 
 def dataset_choices(config: RunConfig) -> list[tuple[str, str]]:

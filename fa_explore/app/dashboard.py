@@ -180,11 +180,6 @@ class Dashboard(widgets.VBox):
         if warm_up:
             self.session.warm_up()
 
-    @classmethod
-    def from_page(cls, **kwargs: Any) -> Dashboard:
-        """A dashboard preset from the page URL (Voilà sets ``QUERY_STRING``)."""
-        return cls(query=os.environ.get("QUERY_STRING", ""), **kwargs)
-
     # ================================================================ widgets
     def _build_controls(self) -> None:
         style = {"description_width": DESCRIPTION_WIDTH}

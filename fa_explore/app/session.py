@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,18 +29,12 @@ from ..data import DATASETS, Dataset, dataset_from_config, dataset_options
 from ..training import Run, Snapshot, train_iter
 from .controls import dataset_available, difference_labels, plain_message
 
-STATUSES = ("ready", "running", "paused", "stopped", "finished", "diverged", "error")
 ACTIVE = ("running", "paused")
 
-# Logged tracebacks go to the kernel process's own stderr, which Voilà and Jupyter
-# forward to the server's log, never to the page.
-log = logging.getLogger("fa_explore.app")
-if not log.handlers:
-    _handler = logging.StreamHandler(sys.__stderr__)
-    _handler.setFormatter(logging.Formatter("[fa_explore.app %(levelname)s] %(message)s"))
-    log.addHandler(_handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+# A library only names its logger: where records go (the page's entry point sends
+# them to the kernel's own stderr, i.e. the server's log) is the host's choice, and
+# propagation stays on so hosts and pytest's caplog see them.
+log = logging.getLogger(__name__)
 
 StatusListener = Callable[["TrainingSession"], None]
 SnapshotListener = Callable[["TrainingSession", Snapshot], None]

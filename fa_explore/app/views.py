@@ -24,7 +24,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from ..analysis.landscape import DecisionGrid, LossSurface, TrajectoryPCA
-from ..rules.base import angle_between
+from ..metrics import angle_between
 
 TEMPLATE = "plotly_white"
 HEIGHT = 330

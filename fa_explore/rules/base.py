@@ -114,16 +114,6 @@ def feedback_call(feedbacks: Sequence[Feedback | None]):
     return call
 
 
-def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Angle in degrees between two tensors seen as flat vectors (NaN if one is zero)."""
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    na, nb = a.norm(), b.norm()
-    if na == 0 or nb == 0:
-        return math.nan
-    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
-    return math.degrees(math.acos(cos.item()))
-
-
 def aligned_like(weight: torch.Tensor, angle_deg: float,
                  generator: torch.Generator | None, kind: str = "xavier_uniform",
                  gain: float = 1.0) -> torch.Tensor:
@@ -183,6 +173,11 @@ class Rule(nn.Module):
     - ``"unscaled"``: every mask is 0/1 and no draw is rescaled (the PFA authors'
       code); a sparse fixed feedback is then ``sqrt(1 − p)`` times smaller. PFA keeps
       ``E[P Pᵀ] = I`` by drawing ``P`` with variance ``1/(N̄·(1 − p))``.
+    - ``conservation_law``: True where :meth:`conservation_potential` gives a
+      conserved quantity. It is declared per class and never inherited: a class
+      that does not set it in its own body has none, and an inherited potential is
+      then replaced by the base's None (a rule built on FA changes the flow, so
+      FA's law need not hold for it); the metrics log NaN for it.
     """
 
     name: ClassVar[str] = ""
@@ -198,6 +193,18 @@ class Rule(nn.Module):
     expansion_ratios: ClassVar[tuple[int, ...] | None] = None
     feedback_kind: ClassVar[str] = "none"
     adaptive_feedback: ClassVar[bool] = False
+    conservation_law: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "conservation_law" not in cls.__dict__:
+            cls.conservation_law = False  # a law is declared, never inherited
+        if not cls.conservation_law:
+            if cls.name and "conservation_potential" in cls.__dict__:
+                raise TypeError(f"rule {cls.name!r} defines conservation_potential; declare "
+                                "conservation_law = True in its class body (or drop it)")
+            if "conservation_potential" not in cls.__dict__:
+                cls.conservation_potential = Rule.conservation_potential
 
     def __init__(self, model: FeedforwardNet, cfg, generator: torch.Generator | None = None):
         super().__init__()
@@ -232,7 +239,8 @@ class Rule(nn.Module):
     def conservation_potential(self, model: FeedforwardNet, layer: int) -> torch.Tensor | None:
         """Per-neuron ``Q_i`` of hidden layer ``layer`` such that, under this rule's
         gradient flow with a homogeneous activation, ``Δ ½‖w_i‖² = Δ Q_i``
-        (implicit_regularization seed, Thm 5.2); None where no such law holds."""
+        (implicit_regularization seed, Thm 5.2); None where no such law holds
+        (always None unless the class declares ``conservation_law``)."""
         return None
 
     def param_groups(self, model: FeedforwardNet) -> list[dict[str, Any]]:
@@ -395,7 +403,10 @@ class StoredLayerFeedback(LayerFeedbackRule):
 
 
 class FixedLayerFeedback(StoredLayerFeedback):
-    """Fixed ``B_l``: feedback alignment and its initial-alignment variants."""
+    """Fixed ``B_l``: feedback alignment and its initial-alignment variants.
+
+    It holds the FA potential; a subclass has the law only if it declares
+    ``conservation_law = True`` (see :class:`Rule`)."""
 
     def conservation_potential(self, model, layer):
         # Under FA flow Δ ½‖w_i‖² = Δ ⟨b_i, v_i⟩ with b_i the fixed feedback column.

@@ -15,6 +15,7 @@ class BP(Rule):
     description = "Backpropagation: errors travel back through the transposed forward weights."
     paper = "Rumelhart, Hinton & Williams 1986"
     feedback_kind = "layer"
+    conservation_law = True
 
     def compute_grads(self, model, x, y):
         loss = self.loss(model(x), y)

@@ -24,6 +24,8 @@ class BRSF(FRSF):
     description = ("Sign symmetry with random magnitudes redrawn every batch: errors "
                    "travel back through |M(t)|·sign(W).")
     paper = "Liao, Leibo & Poggio 2016, AAAI (batchwise random-magnitude sign-concordant feedback)"
+    # The magnitudes change every step, so frSF's potential is not conserved.
+    conservation_law = False
 
     def compute_grads(self, model, x, y):
         loss = super().compute_grads(model, x, y)
@@ -31,7 +33,3 @@ class BRSF(FRSF):
             for l in range(1, model.n_layers):
                 self.draw_feedback(getattr(self, f"M{l}"))
         return loss
-
-    def conservation_potential(self, model, layer):
-        # The magnitudes change every step: no exact conserved quantity.
-        return None

@@ -22,4 +22,5 @@ class FA(FixedLayerFeedback):
     paper = ("Lillicrap et al. 2016, Nat. Commun.; init_angle: soft initial alignment "
              "(IFA) and adaFA (implicit regularization in FA)")
     uses_init_angle = True
+    conservation_law = True
     uses_feedback_sparsity = True

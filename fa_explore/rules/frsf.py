@@ -25,6 +25,7 @@ class FRSF(LayerFeedbackRule):
                    "through |M|·sign(W), M drawn once.")
     paper = "Liao, Leibo & Poggio 2016, AAAI (fixed random-magnitude sign-concordant feedback)"
     uses_feedback_sparsity = True
+    conservation_law = True
     uses_feedback_init = True
     stored_feedback_tensors = masked_feedback_tensors = 1
 

@@ -136,17 +136,6 @@ def test_downloadable_datasets_are_listed_only_when_available(monkeypatch, tmp_p
         assert (f"{downloadable[0]} (not downloaded yet)", downloadable[0]) in options
 
 
-def test_dataset_available_falls_back_when_the_spec_has_no_check():
-    class OldSpec:
-        downloads = True
-
-    class Embedded:
-        downloads = False
-
-    assert dataset_available(OldSpec()) is False
-    assert dataset_available(Embedded()) is True
-
-
 def test_device_choices_offer_cuda_only_when_present(monkeypatch):
     import torch
 

@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from fa_explore.metrics import layer_metrics
+from fa_explore.metrics import angle_between, layer_metrics
 from fa_explore.models import xavier_std
-from fa_explore.rules.base import angle_between
 
 from feedback_checks import (
     assert_all_equal,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fa_explore import RunConfig, train
-from fa_explore.rules.base import angle_between
+from fa_explore.metrics import angle_between
 from fa_explore.training import make_optimizers
 
 from direct_checks import batch_jvp, hidden_outputs, manual_dfa_any, manual_dfa_mlp, mean_jacobians

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build
+from fa_explore.metrics import angle_between
 from fa_explore.models import xavier_std
-from fa_explore.rules.base import angle_between
 
 from feedback_checks import (
     assert_all_equal,
