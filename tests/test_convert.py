@@ -150,7 +150,8 @@ def test_output_is_the_original_function_and_conversion_changes_nothing():
     rng = torch.get_rng_state()
     net, _ = convert(module, "pfa", example_input=x)
     assert torch.equal(torch.get_rng_state(), rng)
-    for (name, a), b in zip(reference.state_dict().items(), module.state_dict().values()):
+    pairs = zip(reference.state_dict().items(), module.state_dict().values(), strict=True)
+    for (name, a), b in pairs:
         assert torch.equal(a, b), name  # the traced forward left BN statistics alone
     assert torch.equal(net(x), reference(x))
     assert torch.equal(module(x), reference(x))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fa_explore import RunConfig, build, train
-from fa_explore.rules.base import angle_between
+from fa_explore.metrics import angle_between
 from fa_explore.training import make_optimizers, train_iter
 
 from direct_checks import hidden_outputs, manual_dfa_any, manual_dfa_mlp, output_error

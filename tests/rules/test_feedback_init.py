@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fa_explore import RULES, RunConfig, build
+from fa_explore.metrics import angle_between
 from fa_explore.models import init_std
-from fa_explore.rules.base import angle_between
 
 # A 300 x 200 hidden layer (layer 1, 60,000 entries) and 100 classes (DFA's D_2 is
 # 100 x 300): stds within ~1%.
