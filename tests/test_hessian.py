@@ -12,8 +12,14 @@ from torch.func import functional_call, hessian
 
 import fa_explore
 from fa_explore import CNN, MLP, RunConfig
-from fa_explore.analysis import (HessianOperator, density_on_grid, hessian_density,
-                                 hessian_eigenvalues, hessian_trace, hessian_vector_product)
+from fa_explore.analysis import (
+    HessianOperator,
+    density_on_grid,
+    hessian_density,
+    hessian_eigenvalues,
+    hessian_trace,
+    hessian_vector_product,
+)
 from fa_explore.analysis.hessian import _rademacher
 
 
@@ -42,8 +48,8 @@ def dense_hessian(model, x, y, names=None):
     sizes = [named[n].numel() for n in names]
 
     def loss(flat):
-        pieces = dict(zip(names, (t.reshape(s) for t, s in zip(torch.split(flat, sizes),
-                                                               shapes))))
+        parts = [t.reshape(s) for t, s in zip(torch.split(flat, sizes), shapes, strict=True)]
+        pieces = dict(zip(names, parts, strict=True))
         return F.cross_entropy(functional_call(model, {**fixed, **pieces}, (x,)), y)
 
     flat = torch.cat([named[n].detach().reshape(-1) for n in names])
@@ -76,7 +82,7 @@ def assert_untouched(model, before):
     state, grads, training = before
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
-    for p, g in zip(model.parameters(), grads):
+    for p, g in zip(model.parameters(), grads, strict=True):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
     assert model.training == training
     assert all(p.requires_grad for p in model.parameters())

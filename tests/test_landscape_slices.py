@@ -12,10 +12,19 @@ from torch.nn.utils import vector_to_parameters
 
 import fa_explore
 from fa_explore import CNN, MLP, RunConfig
-from fa_explore.analysis import (LossSlice, LossSurface, hessian_eigenvalues, hessian_trace,
-                                 hessian_vector_product, interpolate, loss_slice_1d,
-                                 loss_slice_2d, random_directions, sharpness,
-                                 sharpness_over_training)
+from fa_explore.analysis import (
+    LossSlice,
+    LossSurface,
+    hessian_eigenvalues,
+    hessian_trace,
+    hessian_vector_product,
+    interpolate,
+    loss_slice_1d,
+    loss_slice_2d,
+    random_directions,
+    sharpness,
+    sharpness_over_training,
+)
 from fa_explore.metrics import evaluate
 
 

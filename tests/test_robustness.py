@@ -8,8 +8,12 @@ import torch
 
 import fa_explore
 from fa_explore import RunConfig
-from fa_explore.analysis import (adversarial_examples, attack_accuracy, noise_accuracy,
-                                 robustness_curve)
+from fa_explore.analysis import (
+    adversarial_examples,
+    attack_accuracy,
+    noise_accuracy,
+    robustness_curve,
+)
 from fa_explore.metrics import evaluate
 
 EPS = (0.05, 0.1, 0.2, 0.3)
@@ -159,6 +163,6 @@ def test_attacks_leave_the_model_alone(trained):
     noise_accuracy(model, x, y, 0.5)
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
-    for p, g in zip(model.parameters(), grads):
+    for p, g in zip(model.parameters(), grads, strict=True):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
     assert model.training

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -112,7 +112,8 @@ class HessianOperator:
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         pieces = torch.split(flat, self.sizes)
-        return {n: piece.reshape(shape) for n, piece, shape in zip(self.names, pieces, self.shapes)}
+        return {n: piece.reshape(shape)
+                for n, piece, shape in zip(self.names, pieces, self.shapes, strict=True)}
 
     def as_dict(self, v) -> dict[str, torch.Tensor]:
         """``v`` (flat tensor/array, or a dict by parameter name) as a dict of
@@ -124,7 +125,7 @@ class HessianOperator:
                 raise ValueError(f"v must hold exactly the parameters {self.names}; "
                                  f"missing {missing}, unexpected {extra}")
             out = {}
-            for n, shape in zip(self.names, self.shapes):
+            for n, shape in zip(self.names, self.shapes, strict=True):
                 t = torch.as_tensor(v[n], device=self.device, dtype=self.dtype)
                 if t.shape != shape:
                     raise ValueError(f"v[{n!r}] has shape {tuple(t.shape)}; the parameter "

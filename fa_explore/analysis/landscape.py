@@ -520,7 +520,7 @@ def _loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
     def at(flat):
         params = {n: piece.reshape(shape)
-                  for n, piece, shape in zip(names, torch.split(flat, sizes), shapes)}
+                  for n, piece, shape in zip(names, torch.split(flat, sizes), shapes, strict=True)}
         logits = functional_call(evaluator, params, (x,))
         return F.cross_entropy(logits, y), (logits.argmax(1) == y).to(dtype).mean()
 
@@ -664,7 +664,7 @@ def sharpness_over_training(model: nn.Module, points, x: torch.Tensor, y: torch.
     probe = copy.deepcopy(model)
     reference = next(probe.parameters())
     rows = []
-    for step, vector in zip(steps, matrix):
+    for step, vector in zip(steps, matrix, strict=True):
         with torch.no_grad():
             vector_to_parameters(torch.as_tensor(vector, device=reference.device,
                                                  dtype=reference.dtype), probe.parameters())

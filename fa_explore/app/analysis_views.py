@@ -15,7 +15,7 @@ grid), so notebooks and a dashboard tab can share them.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,7 +74,7 @@ def hessian_density_figure(density: SpectralDensity | Mapping[str, SpectralDensi
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     if items and sigma is None:
         sigma = max(_default_sigma(d) for _, d in items)
-    for (label, d), color in zip(items, run_colors(len(items))):
+    for (label, d), color in zip(items, run_colors(len(items)), strict=True):
         grid, values = density_on_grid(d, sigma=sigma, n_points=n_points)
         shown = np.maximum(values, DENSITY_FLOOR * values.max()) if log else values
         fig.add_trace(go.Scatter(
@@ -152,7 +152,7 @@ def top_eigenvalues_figure(data, *, x: str | None = None,
     else:
         groups = [(str(label), part) for label, part in frame.groupby("run", sort=False)]
     colors = run_colors(len(groups))
-    for (label, part), color in zip(groups, colors):
+    for (label, part), color in zip(groups, colors, strict=True):
         xs = part[x].astype(str).to_numpy() if categorical else part[x].to_numpy(dtype=float)
         mode = "markers" if categorical else "lines+markers"
         marker = dict(size=9 if categorical else 5,  # across runs: a colour per run
@@ -208,7 +208,7 @@ def robustness_figure(frame: pd.DataFrame | None, *,
     if missing:
         raise ValueError(f"frame needs the columns run, eps, accuracy; missing {sorted(missing)}")
     runs = list(dict.fromkeys(frame["run"]))
-    colors = dict(zip(runs, run_colors(len(runs))))
+    colors = dict(zip(runs, run_colors(len(runs)), strict=True))
     methods = list(dict.fromkeys(frame["method"])) if "method" in frame else [None]
     dashes = {"fgsm": "solid", "pgd": "dash", "noise": "dot"}
     for run in runs:
@@ -251,7 +251,7 @@ def interpolation_figure(interpolation: Interpolation | Mapping[str, Interpolati
     items = _labelled(interpolation, Interpolation, "interpolation")
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"),
                         horizontal_spacing=0.12)
-    for (label, item), color in zip(items, run_colors(len(items))):
+    for (label, item), color in zip(items, run_colors(len(items)), strict=True):
         for col, values, word in ((1, item.loss, "loss"), (2, item.accuracy, "accuracy")):
             fig.add_trace(go.Scatter(
                 x=_numpy(item.alphas), y=_numpy(values), mode="lines+markers",
@@ -319,7 +319,7 @@ def slice_figure(data: LossSurface | LossSlice1D | Mapping[str, LossSlice1D] | N
         return fig
 
     items = _labelled(data, LossSlice1D, "data")
-    for (label, item), color in zip(items, run_colors(len(items))):
+    for (label, item), color in zip(items, run_colors(len(items)), strict=True):
         fig.add_trace(go.Scatter(
             x=_numpy(item.alphas), y=_numpy(item.loss), mode="lines", name=label or "loss",
             line=dict(color=color, width=2),

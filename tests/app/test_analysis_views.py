@@ -10,9 +10,16 @@ import pytest
 import torch
 
 from fa_explore import MLP
-from fa_explore.analysis import (density_on_grid, hessian_density, interpolate, loss_slice_1d,
-                                 loss_slice_2d, robustness_curve, sharpness,
-                                 sharpness_over_training)
+from fa_explore.analysis import (
+    density_on_grid,
+    hessian_density,
+    interpolate,
+    loss_slice_1d,
+    loss_slice_2d,
+    robustness_curve,
+    sharpness,
+    sharpness_over_training,
+)
 from fa_explore.app import analysis_views as av
 from fa_explore.app.views import LIVE_COLOR, PINNED_COLORS
 
