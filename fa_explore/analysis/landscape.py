@@ -334,3 +334,340 @@ def decision_grid(model: nn.Module, x2d: torch.Tensor | np.ndarray, resolution: 
     probs = torch.softmax(model(inputs), dim=1)
     probs = probs.double().cpu().numpy().reshape(resolution, resolution, -1)
     return DecisionGrid(xs=xs, ys=ys, probs=probs)
+
+
+# ------------------------------------------------ random-direction slices
+# Slices around one point (Li et al. 2018, Sec. 4-6), interpolation between two
+# solutions (Goodfellow, Vinyals & Saxe 2015) and the sharpness numbers of the
+# initial soft-alignment paper. Flat vectors are laid out as
+# ``model.named_parameters()``, like the trajectory.
+BIAS_MODES = ("zero", "weights")
+
+
+@dataclass(frozen=True)
+class LossSlice(LossSurface):
+    """Mean cross-entropy on the plane ``θ + a·d₁ + b·d₂`` around a model's
+    parameters θ: ``loss[i, j]`` at ``(xs[j], ys[i])`` (the model at ``(0, 0)``).
+    ``directions`` are ``d₁, d₂`` (2, n_params); ``kind`` says how they were
+    chosen (``"random"``, ``"hessian"`` or ``"given"``)."""
+
+    directions: np.ndarray | None = None
+    kind: str = "given"
+
+
+@dataclass(frozen=True)
+class LossSlice1D:
+    """Loss and accuracy along ``θ + α·d`` (the model at ``α = 0``)."""
+
+    alphas: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+    direction: np.ndarray
+    kind: str = "given"
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """Loss and accuracy along ``(1 − α)·θ_a + α·θ_b``."""
+
+    alphas: np.ndarray
+    loss: np.ndarray
+    accuracy: np.ndarray
+
+
+@dataclass(frozen=True)
+class Sharpness:
+    """Curvature of the loss at a point, as the initial soft-alignment paper
+    reports it: the Hessian's largest eigenvalue and its trace (Hutchinson
+    estimate with its standard error), plus the loss there."""
+
+    top_eigenvalue: float
+    trace: float
+    trace_stderr: float
+    loss: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"top_eigenvalue": self.top_eigenvalue, "trace": self.trace,
+                "trace_stderr": self.trace_stderr, "loss": self.loss}
+
+
+def _flat_parameters(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def random_directions(model: nn.Module, seed: int = 0, filter_normalize: bool = True,
+                      bias: str = "zero") -> np.ndarray:
+    """Two seeded Gaussian directions in parameter space, shape ``(2, n_params)``.
+
+    With ``filter_normalize`` (Li et al., *Visualizing the Loss Landscape of
+    Neural Nets*, NeurIPS 2018, Sec. 4): every filter of a weight (a row of a
+    linear layer's weight, an output channel of a convolution: a slice along
+    dim 0) is rescaled to the norm of the same filter of the model's weight,
+    ``d_ij ← d_ij / ‖d_ij‖ · ‖θ_ij‖``, so a slice is comparable across layers and
+    across nets whose weights differ in scale. One-dimensional parameters
+    (biases) follow ``bias``: ``"zero"`` leaves them out of the direction, as the
+    paper's code does for its figures (``ignore='biasbn'``); ``"weights"`` sets
+    them to the bias itself (its code's other option). Without
+    ``filter_normalize`` the directions are plain ``N(0, I)`` draws over all
+    parameters. The two directions are not orthogonalised (random directions in
+    many dimensions nearly are).
+    """
+    if bias not in BIAS_MODES:
+        raise ValueError(f"bias must be one of {', '.join(BIAS_MODES)}; got {bias!r}")
+    generator = torch.Generator().manual_seed(int(seed))
+    directions = []
+    for _ in range(2):
+        pieces = []
+        for p in model.parameters():
+            w = p.detach().double().cpu()
+            d = torch.randn(w.shape, generator=generator, dtype=torch.float64)
+            if filter_normalize:
+                if w.dim() <= 1:
+                    d = torch.zeros_like(w) if bias == "zero" else w.clone()
+                else:
+                    d_norm = d.flatten(1).norm(dim=1)
+                    w_norm = w.flatten(1).norm(dim=1)
+                    d = d * (w_norm / (d_norm + 1e-10)).view(-1, *([1] * (w.dim() - 1)))
+            pieces.append(d.reshape(-1))
+        directions.append(torch.cat(pieces).numpy())
+    return np.stack(directions)
+
+
+def _direction_array(model: nn.Module, value, count: int) -> np.ndarray:
+    """A given direction (flat, or a dict by parameter name) or ``count`` of them as
+    a float64 ``(count, n_params)`` array."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    n_params = _n_params(model)
+
+    def one(entry) -> np.ndarray:
+        if isinstance(entry, dict):
+            if set(entry) != set(names):
+                raise ValueError(f"a direction given as a dict must hold exactly the "
+                                 f"parameters {names}")
+            parts = []
+            for n in names:
+                t = _as_numpy(entry[n]).astype(np.float64)
+                if t.shape != tuple(shapes[n]):
+                    raise ValueError(f"direction[{n!r}] has shape {t.shape}; the parameter "
+                                     f"has {tuple(shapes[n])}")
+                parts.append(t.reshape(-1))
+            return np.concatenate(parts)
+        flat = _as_numpy(entry).astype(np.float64)
+        if flat.shape != (n_params,):
+            raise ValueError(f"a flat direction must have shape ({n_params},); got {flat.shape}")
+        return flat
+
+    if count == 1 and (isinstance(value, dict) or _as_numpy(value).ndim == 1):
+        out = one(value)[None]
+    else:
+        entries = list(value) if not isinstance(value, dict) else [value]
+        if len(entries) != count:
+            raise ValueError(f"expected {count} direction(s); got {len(entries)}")
+        out = np.stack([one(e) for e in entries])
+    if not np.isfinite(out).all():
+        raise ValueError("directions must be finite")
+    return out
+
+
+def _resolve_directions(model, x, y, directions, count: int, seed: int):
+    """``(array (count, n_params), kind)`` for ``None``/``"random"``, ``"hessian"``
+    (top Hessian eigenvectors) or given directions."""
+    if directions is None or (isinstance(directions, str) and directions == "random"):
+        return random_directions(model, seed)[:count], "random"
+    if isinstance(directions, str) and directions == "hessian":
+        from .hessian import hessian_eigenvalues
+
+        _, vectors = hessian_eigenvalues(model, x, y, k=count, seed=seed,
+                                         return_eigenvectors=True)
+        return np.asarray(vectors, dtype=np.float64), "hessian"
+    if isinstance(directions, str):
+        raise ValueError(f"directions must be 'random', 'hessian' or given vectors; "
+                         f"got {directions!r}")
+    return _direction_array(model, directions, count), "given"
+
+
+def _check_span_steps(span, steps) -> None:
+    if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
+        raise ValueError(f"span must be a positive number; got {span!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an integer >= 2; got {steps!r}")
+
+
+def _check_batch(x, y) -> None:
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must be a non-empty batch of equal length; got "
+                         f"{len(x)} and {len(y)}")
+
+
+@torch.no_grad()
+def _loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                       thetas: torch.Tensor, chunk_bytes: int | None = None):
+    """Mean cross-entropy and accuracy of ``model``'s plain forward at each row of
+    ``thetas`` (flat parameter vectors), vmapped in chunks, on a private copy."""
+    evaluator = copy.deepcopy(model).eval()
+    reference = next(evaluator.parameters())
+    device, dtype = reference.device, reference.dtype
+    names = [n for n, _ in evaluator.named_parameters()]
+    shapes = [p.shape for _, p in evaluator.named_parameters()]
+    sizes = [p.numel() for _, p in evaluator.named_parameters()]
+    x, y = x.to(device=device, dtype=dtype), y.to(device)
+    thetas = thetas.to(device=device, dtype=dtype)
+
+    def at(flat):
+        params = {n: piece.reshape(shape)
+                  for n, piece, shape in zip(names, torch.split(flat, sizes), shapes, strict=True)}
+        logits = functional_call(evaluator, params, (x,))
+        return F.cross_entropy(logits, y), (logits.argmax(1) == y).to(dtype).mean()
+
+    batched = vmap(at)
+    per_point = (sum(sizes) + _activation_numel(evaluator, x)) * reference.element_size()
+    if chunk_bytes is None:
+        chunk_bytes = SURFACE_CHUNK_BYTES.get(device.type, SURFACE_CHUNK_BYTES["cpu"])
+    chunk = max(1, min(len(thetas), chunk_bytes // max(1, per_point)))
+    losses, accuracies = [], []
+    for start in range(0, len(thetas), chunk):
+        loss, accuracy = batched(thetas[start:start + chunk])
+        losses.append(loss)
+        accuracies.append(accuracy)
+    return (torch.cat(losses).double().cpu().numpy(),
+            torch.cat(accuracies).double().cpu().numpy())
+
+
+def loss_slice_2d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, directions=None,
+                  span: float = 1.0, steps: int = 21, seed: int = 0,
+                  chunk_bytes: int | None = None) -> LossSlice:
+    """Mean cross-entropy on the plane ``θ + a·d₁ + b·d₂``, ``a, b`` in
+    ``linspace(-span, span, steps)`` around the model's parameters θ.
+
+    ``directions``: ``None`` or ``"random"`` for :func:`random_directions`
+    (filter-normalised, seeded by ``seed``; Li et al. 2018), ``"hessian"`` for
+    the Hessian's two top eigenvectors (unit vectors, as in Fig. 5a of the
+    initial soft-alignment paper: Cheon, Bae & Paik, *One-Time Soft Alignment
+    Enables Resilient Learning without Weight Transport*), or two given
+    directions (flat vectors or dicts by parameter name). Evaluated like
+    :func:`loss_surface` (vmapped plain forward on a copy; the model is unchanged).
+    """
+    _check_span_steps(span, steps)
+    _check_batch(x, y)
+    d, kind = _resolve_directions(model, x, y, directions, 2, seed)
+    center = _flat_parameters(model).double().cpu().numpy()
+    frame = TrajectoryPCA(center=center, directions=d,
+                          coords=np.array([[-span, -span], [span, span]], dtype=float),
+                          explained_variance_ratio=np.zeros(2))
+    surface = loss_surface(model, x, y, frame, resolution=steps, margin=0.0,
+                           chunk_bytes=chunk_bytes)
+    return LossSlice(xs=surface.xs, ys=surface.ys, loss=surface.loss, directions=d, kind=kind)
+
+
+def loss_slice_1d(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction=None,
+                  span: float = 1.0, steps: int = 21, seed: int = 0,
+                  chunk_bytes: int | None = None) -> LossSlice1D:
+    """Loss and accuracy along ``θ + α·d``, ``α`` in ``linspace(-span, span, steps)``.
+
+    ``direction`` as in :func:`loss_slice_2d`, one of them: ``None``/``"random"``
+    (the first filter-normalised random direction), ``"hessian"`` (the top
+    eigenvector) or a given flat vector or dict.
+    """
+    _check_span_steps(span, steps)
+    _check_batch(x, y)
+    d, kind = _resolve_directions(model, x, y, direction, 1, seed)
+    alphas = np.linspace(-span, span, steps)
+    center = _flat_parameters(model).double()
+    step = torch.as_tensor(d[0], dtype=torch.float64, device=center.device)
+    thetas = center + torch.as_tensor(alphas, dtype=torch.float64,
+                                      device=center.device)[:, None] * step
+    loss, accuracy = _loss_and_accuracy(model, x, y, thetas, chunk_bytes)
+    return LossSlice1D(alphas=alphas, loss=loss, accuracy=accuracy, direction=d[0], kind=kind)
+
+
+def interpolate(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                alphas=None, chunk_bytes: int | None = None) -> Interpolation:
+    """Loss and accuracy along the straight line ``(1 − α)·θ_a + α·θ_b`` between two
+    models of one architecture (e.g. the BP and the FA solution from one
+    initialisation; Goodfellow, Vinyals & Saxe 2015, *Qualitatively characterizing
+    neural network optimization problems*). ``alphas`` default to 21 points on
+    [0, 1]; values outside extrapolate. The endpoints are each model's own
+    parameters exactly. Evaluated with ``model_a``'s plain forward on a copy;
+    neither model changes.
+    """
+    _check_batch(x, y)
+    shapes_a = [(n, tuple(p.shape)) for n, p in model_a.named_parameters()]
+    shapes_b = [(n, tuple(p.shape)) for n, p in model_b.named_parameters()]
+    if shapes_a != shapes_b:
+        raise ValueError("model_a and model_b must have the same parameters (names and "
+                         "shapes) to interpolate between them")
+    alphas = np.linspace(0.0, 1.0, 21) if alphas is None else np.asarray(alphas, dtype=float)
+    if alphas.ndim != 1 or alphas.size == 0 or not np.isfinite(alphas).all():
+        raise ValueError("alphas must be a non-empty 1-D array of finite numbers")
+    theta_a = _flat_parameters(model_a).double()
+    theta_b = _flat_parameters(model_b).double().to(theta_a.device)
+    a = torch.as_tensor(alphas, dtype=torch.float64, device=theta_a.device)[:, None]
+    thetas = (1 - a) * theta_a + a * theta_b
+    loss, accuracy = _loss_and_accuracy(model_a, x, y, thetas, chunk_bytes)
+    return Interpolation(alphas=alphas, loss=loss, accuracy=accuracy)
+
+
+def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, trace_samples: int = 100,
+              seed: int = 0, tol: float = 1e-6, params=None,
+              batch_size: int | None = None) -> Sharpness:
+    """The flatness numbers of the initial soft-alignment paper (Cheon, Bae & Paik,
+    *One-Time Soft Alignment Enables Resilient Learning without Weight
+    Transport*, Figs. 2e-k and 5c-d): the Hessian's largest eigenvalue and its
+    trace, computed as there with PyHessian's estimators (Yao et al. 2020) —
+    here Lanczos (:func:`~fa_explore.analysis.hessian.hessian_eigenvalues`) and
+    Hutchinson's estimator with ``trace_samples`` Rademacher probes
+    (:func:`~fa_explore.analysis.hessian.hessian_trace`). The paper's other
+    curvature views are the eigenvalue density
+    (:func:`~fa_explore.analysis.hessian.hessian_density`) and the loss on the
+    top-two-eigenvector plane (``loss_slice_2d(..., directions="hessian")``); it
+    reports no ε-sharpness. The loss is the plain forward's true Hessian
+    whatever rule trained the model.
+    """
+    from .hessian import HessianOperator, hessian_eigenvalues, hessian_trace
+
+    top = hessian_eigenvalues(model, x, y, k=1, tol=tol, seed=seed, params=params,
+                              batch_size=batch_size)
+    trace = hessian_trace(model, x, y, samples=trace_samples, seed=seed, params=params,
+                          batch_size=batch_size)
+    loss = HessianOperator(model, x, y, params, batch_size).loss()
+    return Sharpness(top_eigenvalue=float(top[0]), trace=trace.mean,
+                     trace_stderr=trace.stderr, loss=loss)
+
+
+def sharpness_over_training(model: nn.Module, points, x: torch.Tensor, y: torch.Tensor,
+                            steps=None, **options):
+    """:func:`sharpness` at each recorded parameter vector of a training run (the
+    paper's Fig. 2 f-k: trace and top eigenvalue over training).
+
+    ``points`` is ``(n_points, n_params)``, e.g. ``run.trajectory.matrix()``, laid
+    out as ``model.parameters()``; ``steps`` their training steps
+    (``run.trajectory.steps``; default 0, 1, ...). ``options`` go to
+    :func:`sharpness`. Returns a pandas DataFrame with columns ``step``,
+    ``top_eigenvalue``, ``trace``, ``trace_stderr``, ``loss``. ``model`` only
+    supplies the architecture; it is not changed.
+    """
+    import pandas as pd
+    from torch.nn.utils import vector_to_parameters
+
+    matrix = _as_numpy(points)
+    n_params = _n_params(model)
+    if matrix.ndim != 2 or matrix.shape[1] != n_params or len(matrix) == 0:
+        raise ValueError(f"points must be (n_points, {n_params}); got shape {matrix.shape}")
+    steps = np.arange(len(matrix)) if steps is None else np.asarray(steps)
+    if steps.shape != (len(matrix),):
+        raise ValueError(f"steps must have one entry per point ({len(matrix)})")
+    probe = copy.deepcopy(model)
+    reference = next(probe.parameters())
+    rows = []
+    for step, vector in zip(steps, matrix, strict=True):
+        with torch.no_grad():
+            vector_to_parameters(torch.as_tensor(vector, device=reference.device,
+                                                 dtype=reference.dtype), probe.parameters())
+        rows.append({"step": step.item(), **sharpness(probe, x, y, **options).as_dict()})
+    return pd.DataFrame(rows, columns=["step", "top_eigenvalue", "trace", "trace_stderr",
+                                       "loss"])
