@@ -90,6 +90,7 @@ class RunConfig:
     divergence_factor: float = _default("divergence_factor")
     eval_every: int | None = _default("eval_every")
     eval_size: int = _default("eval_size")
+    hessian_every: int | None = _default("hessian_every")
     trajectory_every: int | None = _default("trajectory_every")
 
     # ------------------------------------------------------------------ checks

@@ -494,6 +494,11 @@ _TABLE: dict[str, dict[str, Setting]] = {
         "eval_size": S("int", 1000, "examples evaluated per evaluation (train and test)",
                        minimum=1, maximum=1_000_000, unit="examples", control="number",
                        label="eval size"),
+        "hessian_every": S("int", None, "evaluations between logs of the Hessian's top "
+                           "eigenvalue and trace (columns hessian_top, hessian_trace) of the "
+                           "training loss on the probe batch", optional=True,
+                           none_means="never", minimum=1, maximum=1_000_000,
+                           unit="evaluations", control="number", label="hessian every"),
         "trajectory_every": S("int", None, "steps between the recorded points of the "
                               "parameter trajectory (loss-landscape view)", optional=True,
                               none_means="at every evaluation", minimum=1,

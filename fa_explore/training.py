@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -419,6 +420,24 @@ def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor
     return torch.randperm(n, generator=generator)[:min(size, n)]
 
 
+HESSIAN_TRACE_PROBES = 20  # Hutchinson probes per logged trace
+
+
+def hessian_row(model, x: torch.Tensor, y: torch.Tensor, due: bool, seed: int
+                ) -> dict[str, float]:
+    """``hessian_top`` (largest eigenvalue, Lanczos) and ``hessian_trace``
+    (Hutchinson) of the plain forward's loss on ``(x, y)`` when ``due``, else NaN:
+    properties of the function, whatever rule trains it. Seeded by ``seed`` alone,
+    so they never touch the rule's or the run's random streams."""
+    if not due:
+        return {"hessian_top": math.nan, "hessian_trace": math.nan}
+    from .analysis.hessian import hessian_eigenvalues, hessian_trace
+
+    top = hessian_eigenvalues(model, x, y, k=1, seed=seed)
+    trace = hessian_trace(model, x, y, samples=HESSIAN_TRACE_PROBES, seed=seed)
+    return {"hessian_top": float(np.asarray(top).ravel()[0]), "hessian_trace": trace.mean}
+
+
 def train_iter(cfg: RunConfig, data: Dataset | None = None,
                should_stop: Callable[[], bool] | None = None) -> Iterator[Snapshot]:
     """Train step by step, yielding a :class:`Snapshot` at every evaluation.
@@ -475,6 +494,9 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                "lr": optimizers[0].param_groups[0]["lr"],
                "time": time.perf_counter() - started}
         row.update(layer_metrics(model, rule, x_train[probe], y_train[probe], tracker))
+        if cfg.hessian_every is not None:
+            row.update(hessian_row(model, x_train[probe], y_train[probe],
+                                   len(run.rows) % cfg.hessian_every == 0, cfg.seed))
         run.rows.append(row)
         if cfg.trajectory_every is None:
             run.trajectory.record(step, model)

@@ -246,3 +246,31 @@ def test_calls_leave_the_model_its_grads_and_mode_alone():
     assert_untouched(model, before)
     hessian_density(model, x, y, n_steps=5)
     assert_untouched(model, before)
+
+
+def test_training_logs_the_hessian_on_request():
+    from fa_explore import RunConfig, train
+    from fa_explore.analysis.hessian import hessian_eigenvalues, hessian_trace
+    from fa_explore.training import HESSIAN_TRACE_PROBES, PROBE_BATCH, _fixed_subset
+
+    cfg = RunConfig(rule="fa", hidden=(8,), epochs=1, train_size=96, batch_size=16,
+                    eval_every=3, eval_size=64, hessian_every=2)
+    run = train(cfg)
+    history = run.history
+    logged = history["hessian_top"].notna().to_numpy()
+    assert logged.tolist() == [i % 2 == 0 for i in range(len(history))]  # step 0 included
+    assert (history.loc[logged, "hessian_trace"].notna()).all()
+    # The last logged value is the plain forward's Hessian on the probe batch.
+    assert len(history) % 2 == 1  # so the final row is a logged one
+    data = run.data
+    subset = _fixed_subset(len(data.y_train), cfg.eval_size,
+                           torch.Generator().manual_seed(cfg.seed + 3))[:PROBE_BATCH]
+    x, y = data.x_train[subset], data.y_train[subset]
+    top = float(hessian_eigenvalues(run.model, x, y, k=1, seed=cfg.seed)[0])
+    trace = hessian_trace(run.model, x, y, samples=HESSIAN_TRACE_PROBES, seed=cfg.seed).mean
+    assert history["hessian_top"].iloc[-1] == pytest.approx(top, rel=1e-6)
+    assert history["hessian_trace"].iloc[-1] == pytest.approx(trace, rel=1e-6)
+    # Off by default: no columns, and logging does not change what training does.
+    plain = train(cfg.replace(hessian_every=None))
+    assert "hessian_top" not in plain.history
+    assert plain.history["train_loss"].tolist() == history["train_loss"].tolist()
