@@ -99,6 +99,16 @@ class ConservationTracker:
         return out
 
 
+def sign_concordance(weight: torch.Tensor, feedback: torch.Tensor | None) -> float:
+    """Fraction of entries of W whose sign equals the feedback's (zeros count as
+    discordant); NaN where there is no feedback matrix. The implicit-regularization
+    paper's Dale's-principle effect: FA drives W towards B's signs."""
+    if feedback is None:
+        return math.nan
+    agree = torch.sign(weight.detach()) * torch.sign(feedback.detach()) > 0
+    return float(agree.double().mean())
+
+
 def layer_metrics(model, rule, probe_x, probe_y, tracker: ConservationTracker | None) -> dict:
     """All per-layer columns for one history row (layers numbered from 1)."""
     row = {}
@@ -111,6 +121,7 @@ def layer_metrics(model, rule, probe_x, probe_y, tracker: ConservationTracker | 
         row[f"norm_ratio/{n}"] = norm_ratio(layer.weight, feedback)
         row[f"grad_angle/{n}"] = grad_angles[index]
         row[f"conservation/{n}"] = conservation[index]
+        row[f"sign_concordance/{n}"] = sign_concordance(layer.weight, feedback)
     return row
 
 

@@ -91,3 +91,14 @@ def test_model_at_gives_the_recorded_weights():
     torch.testing.assert_close(flat(first.parameters()), run.trajectory.points[0])
     torch.testing.assert_close(flat(last.parameters()), flat(run.model.parameters()))
     assert not torch.equal(flat(first.parameters()), flat(last.parameters()))
+
+
+def test_training_logs_sign_concordance_and_fa_raises_it():
+    # FA pulls W towards its feedback's signs (the Dale's-principle effect).
+    run = train(RunConfig(rule="fa", hidden=(64,), epochs=10, train_size=400, eval_size=200,
+                          optimizer="sgd", lr=0.05))
+    history = run.history
+    assert history["sign_concordance/1"].isna().all()
+    start, end = history["sign_concordance/2"].iloc[[0, -1]]
+    assert start == pytest.approx(0.5, abs=0.06) and end > start + 0.05  # measured +0.08
+    assert end == pytest.approx(sign_concordance(run.model, run.rule)[1])

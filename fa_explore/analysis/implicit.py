@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..metrics import incoming_half_norms, is_homogeneous
+from ..metrics import sign_concordance as concordance
 from ..rules.base import outgoing_weights
 
 
@@ -37,15 +38,8 @@ def sign_concordance(model, rule) -> list[float]:
     """Per layer (index 0 is layer 1): the fraction of entries of ``W_l`` whose sign
     equals that of the feedback standing in for it (NaN where there is none, e.g.
     layer 1 and direct or forward-gradient rules). Zeros count as discordant."""
-    out = []
-    for index, layer in enumerate(model.layers):
-        feedback = rule.effective_feedback(model, index)
-        if feedback is None:
-            out.append(math.nan)
-            continue
-        agree = torch.sign(layer.weight.detach()) * torch.sign(feedback.detach()) > 0
-        out.append(float(agree.double().mean()))
-    return out
+    return [concordance(layer.weight, rule.effective_feedback(model, index))
+            for index, layer in enumerate(model.layers)]
 
 
 def output_alignment(model, rule) -> np.ndarray:
