@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     seq = "sequential/1" if "sequential/1" in times else args.backends[0]
     rows = []
     for name in args.backends:
-        ratios = [s / t for s, t in zip(times[seq], times[name])]
+        ratios = [s / t for s, t in zip(times[seq], times[name], strict=True)]
         rows.append([name, statistics.median(times[name]), min(times[name]),
                      statistics.median(train_time[name]), statistics.median(ratios)])
     print()

@@ -8,14 +8,14 @@ The model is the function; the rule is how it learns. Public API::
     table = sweep(RunConfig(dataset="digits"), {"rule": ["bp", "fa"], "seed": [0, 1]})
 """
 
+from . import sweep  # a callable module: fa_explore.sweep(base, grid) runs a sweep
 from .config import RunConfig
 from .convert import ConvertedNet, convert
 from .data import DATASETS, Dataset, load_dataset
 from .models import CNN, MLP, build_model
 from .rules import RULES, Rule
-from .training import Run, Snapshot, build, train, train_iter
-from . import sweep  # a callable module: fa_explore.sweep(base, grid) runs a sweep
 from .sweep import iter_sweep
+from .training import Run, Snapshot, build, train, train_iter
 
 __version__ = "0.1.0"
 

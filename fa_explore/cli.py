@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser(
         "sweep", help="run a grid of runs (in parallel, cached) and print a table",
         parents=[common], epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter, description="Run every point of a grid, in parallel and cached on disk, then print "
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every point of a grid, in parallel and cached on disk, then print "
                     "a table (the varied settings, status, final test accuracy, time). "
                     "GRID.yaml (or .json) holds base: (RunConfig fields), grid: (setting: "
                     "list of values) and optionally backend, workers, address, metrics. "

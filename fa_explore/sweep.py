@@ -35,6 +35,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import hashlib
+import inspect
 import itertools
 import json
 import logging
@@ -49,7 +50,6 @@ import time
 import types
 import uuid
 import warnings
-import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +165,8 @@ def expand_grid(base_config: RunConfig | Mapping[str, Any] | None,
         if size > MAX_POINTS:
             raise ValueError(f"sweep grid has {size:,} points; at most {MAX_POINTS:,} are "
                              "allowed (split it into several sweeps)")
-        all_changes = [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+        all_changes = [dict(zip(keys, combo, strict=True))
+                       for combo in itertools.product(*values)]
         varied = keys
     elif isinstance(grid, (list, tuple)):
         if not grid:
@@ -348,10 +349,10 @@ class Runner:
                 continue
             started = time.perf_counter()
             try:
-                snapshot = None
+                run = None
                 for snapshot in train_iter(cfg, should_stop=should_stop):
-                    pass
-                out.append((snapshot.run, time.perf_counter() - started))
+                    run = snapshot.run
+                out.append((run, time.perf_counter() - started))
             except Exception as exc:  # noqa: BLE001 - a failing point is a row, the sweep goes on
                 out.append((exc, time.perf_counter() - started))
         return out
@@ -776,11 +777,14 @@ def _iterate(plan, backend, address, workers, store, keep, save_runs, should_sto
             for task_id, outcome in executor.wait(POLL_SECONDS):
                 pending.discard(task_id)
                 keys = tasks[task_id]
+                if not isinstance(outcome, BaseException) and len(outcome) != len(keys):
+                    outcome = RuntimeError(f"a worker returned {len(outcome)} results for "
+                                           f"{len(keys)} points (another fa_explore version?)")
                 if isinstance(outcome, BaseException):
                     results = [_failure(outcome) for _ in keys]
                 else:
                     results = outcome
-                for key, result in zip(keys, results):
+                for key, result in zip(keys, results, strict=True):
                     if result.get("cancelled"):
                         continue
                     if store is not None and result["status"] != "failed":

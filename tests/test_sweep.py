@@ -18,11 +18,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import fa_explore.data as data_module
 import fa_explore.sweep as sweep_module
 from fa_explore import RunConfig, iter_sweep, sweep  # sweep: that module, callable
 from fa_explore.cli import main
-import fa_explore.data as data_module
 from fa_explore.data import DATA_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 # scikit-learn warns before each retry of the download that the offline points make.
 pytestmark = pytest.mark.filterwarnings("ignore:A network error occurred:UserWarning")
