@@ -6,6 +6,7 @@ there, so a new setting is a new option with no change here), starts from
 ``--config FILE.json`` when given, shows a progress bar, prints the final metrics
 per layer and, with ``--out DIR``, saves the run. ``fa-explore rules`` and
 ``fa-explore settings`` list the rules (their options) and the settings.
+``fa-explore sweep GRID.yaml`` runs a grid of runs (:mod:`fa_explore.sweep`).
 
 Every known failure is one line on stderr, ``fa-explore: error: ...`` naming the
 option, field or file, and one of these exit codes (``--debug`` shows the
@@ -20,6 +21,7 @@ traceback instead):
   results are printed first).
 * 3: the run diverged (a NaN or infinite loss).
 * 4: a dataset is unavailable: not downloaded yet and the download failed (offline).
+* 5: ``fa-explore sweep`` ran, but some of its points failed (their rows say why).
 * 130: interrupted (Ctrl-C); with ``--out`` the partial run is saved, status ``stopped``.
 * 141: the output pipe was closed (e.g. ``fa-explore rules | head``).
 
@@ -48,6 +50,7 @@ from .settings import GROUPS, SETTINGS, in_group, rule_option_settings, short_re
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_DIVERGED, EXIT_DATA_UNAVAILABLE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE
+EXIT_SWEEP_FAILED = 5  # the sweep ran; some of its points failed
 
 # ------------------------------------------------------------ value parsing
 def _scalar_parser(setting):
@@ -166,6 +169,7 @@ exit codes:
   2    invalid arguments, config or file (--config, --out), or saving the run failed
   3    the run diverged
   4    a dataset is not downloaded and cannot be downloaded now (offline)
+  5    a sweep ran but some of its points failed (the table says why)
   130  interrupted (Ctrl-C); with --out the partial run is saved
   141  the output pipe was closed"""
 
@@ -214,6 +218,31 @@ def build_parser() -> argparse.ArgumentParser:
                             "and checked before training; Ctrl-C saves the partial run")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(conversions=_add_config_options(train))
+
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of runs (in parallel, cached) and print a table",
+        parents=[common], epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every point of a grid, in parallel and cached on disk, then print "
+                    "a table (the varied settings, status, final test accuracy, time). "
+                    "GRID.yaml (or .json) holds base: (RunConfig fields), grid: (setting: "
+                    "list of values) and optionally backend, workers, address, metrics. "
+                    "\nExample: fa-explore sweep grid.yaml --out results.csv")
+    sweep.add_argument("file", metavar="GRID.yaml", type=Path, help="the sweep file")
+    sweep.add_argument("--backend", choices=("local", "dask", "sequential"),
+                       help="where the points run (default: the file's, else local)")
+    sweep.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes (default: the file's, else one per CPU)")
+    sweep.add_argument("--address", metavar="URL",
+                       help="a Dask scheduler, e.g. tcp://127.0.0.1:8786 (backend dask)")
+    sweep.add_argument("--out", metavar="FILE.csv", type=Path,
+                       help="write the whole results table as CSV")
+    sweep.add_argument("--cache-dir", metavar="DIR", type=Path,
+                       help="cache of finished points (default: $FA_EXPLORE_SWEEPS or "
+                            "~/.cache/fa_explore/sweeps)")
+    sweep.add_argument("--no-cache", action="store_true",
+                       help="recompute every point and store nothing")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser("rules", help="list the learning rules and the knobs they use",
                         parents=[common])
@@ -592,6 +621,59 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """``fa-explore sweep GRID.yaml``: every error in the file or the grid is one
+    ValueError naming the file (exit 2, from ``main``); exit 5 when the sweep ran
+    but some of its points failed (their rows say why)."""
+    import time
+
+    from .sweep import expand_grid, load_sweep_file, sweep
+
+    spec = load_sweep_file(args.file)
+    try:
+        plan = expand_grid(spec["base"], spec["grid"])
+    except ValueError as exc:
+        raise ValueError(f"{args.file}: {exc}") from None
+    backend = args.backend or spec["backend"]
+    address = args.address or spec["address"]
+    if address is not None and backend != "dask":
+        raise ValueError(f"{args.file}: address {address} needs backend dask; got {backend}")
+    workers = args.workers if args.workers is not None else spec["workers"]
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1; got {workers}")
+    print(f"sweep {args.file}: {len(plan.points)} points ({len(plan.valid_points)} valid) "
+          f"over {', '.join(plan.varied) or 'nothing'}, backend {backend}", flush=True)
+    started = time.perf_counter()
+    try:
+        table = sweep(spec["base"], spec["grid"], backend=backend, address=address,
+                      workers=workers, cache_dir=args.cache_dir, cache=not args.no_cache,
+                      metrics=spec["metrics"], progress=not args.no_progress)
+    except (ImportError, OSError) as exc:  # no dask installed; a scheduler out of reach
+        raise ValueError(f"{args.file}: backend {backend}: {exc}") from None
+    elapsed = time.perf_counter() - started
+    columns = [*plan.varied, "status", "test_acc", "wall_time"]
+    shown = [c for c in columns if c in table.columns]
+    print()
+    print(format_table([("time_s" if c == "wall_time" else c) for c in shown],
+                       table[shown].itertuples(index=False, name=None)))
+    problems = table[table["status"].isin(["failed", "invalid"])]
+    if len(problems):
+        print()
+    for (status, message), group in problems.groupby(
+            ["status", problems["message"].map(lambda m: str(m).splitlines()[0])], sort=False):
+        print(f"{status} ({len(group)} point{'s' * (len(group) > 1)}): {message}")
+    counts = table["status"].value_counts()
+    print(f"\n{len(table)} points: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f" ({int(table['cached'].sum())} from the cache) in {elapsed:.1f} s")
+    if args.out is not None:
+        try:
+            table.to_csv(args.out, index=False)
+        except OSError as exc:
+            raise ValueError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
+        print(f"wrote {args.out}")
+    return EXIT_SWEEP_FAILED if (table["status"] == "failed").any() else EXIT_OK
+
+
 def _command(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -600,6 +682,8 @@ def _command(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     if args.command == "train":
         return _train(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "rules":
         print(rules_table())
     elif args.command == "datasets":
