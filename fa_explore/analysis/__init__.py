@@ -26,6 +26,8 @@ training pass, except where a rule's own estimate is the object of study.
   against its closed form.
 - ``implicit``: the implicit-regularization paper's per-neuron conservation law,
   output-layer alignment (Lemma 5.4) and sign concordance.
+- ``trainability``: final accuracy over a grid of settings (init scales, depth,
+  training-set size), run as a sweep (:func:`trainability_map`).
 """
 
 from .geometry import (
@@ -65,9 +67,10 @@ from .landscape import (
     trajectory_pca,
 )
 from .robustness import adversarial_examples, attack_accuracy, noise_accuracy, robustness_curve
+from .trainability import TrainabilityMap, depth_grid, trainability_map
 from .variance import estimator_statistics, fg_w_relative_variance, gradient_draws
 
-__all__ = ["TrajectoryPCA", "LossSurface", "DecisionGrid", "trajectory_pca",
+__all__ = ["trainability_map", "TrainabilityMap", "depth_grid", "TrajectoryPCA", "LossSurface", "DecisionGrid", "trajectory_pca",
            "loss_surface", "decision_grid", "estimator_statistics", "gradient_draws",
            "fg_w_relative_variance", "marchenko_pastur_density", "marchenko_pastur_edges",
            "path_alignment_theory", "path_geometry", "product_spectrum",

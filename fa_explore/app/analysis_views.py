@@ -10,7 +10,8 @@ grid), so notebooks and a dashboard tab can share them.
 * :func:`top_eigenvalues_figure`: top eigenvalue and trace over training or runs;
 * :func:`robustness_figure`: accuracy against attack or noise size, per run;
 * :func:`interpolation_figure`: loss and accuracy between two solutions;
-* :func:`slice_figure`: a 2-D loss slice (contour) or 1-D slices (lines).
+* :func:`slice_figure`: a 2-D loss slice (contour) or 1-D slices (lines);
+* :func:`trainability_figure`: a trainability map (heatmap, or a line with a band).
 """
 
 from __future__ import annotations
@@ -333,4 +334,53 @@ def slice_figure(data: LossSurface | LossSlice1D | Mapping[str, LossSlice1D] | N
     if not items:
         _placeholder(fig, "The loss slice appears once it is computed<br>"
                           "(fa_explore.analysis.loss_slice_1d / loss_slice_2d).")
+    return fig
+
+
+# ------------------------------------------------------------ trainability
+def _tick_text(value) -> str:
+    if isinstance(value, tuple):  # hidden widths: depth × width reads best
+        return f"{len(value)}×{value[0]}" if value and len(set(value)) == 1 else (
+            "×".join(map(str, value)) or "none")
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def trainability_figure(tmap, *, uirevision: str = "fx-trainability") -> go.Figure:
+    """A trainability map (:func:`fa_explore.analysis.trainability_map`): a heatmap
+    of the mean metric over ``x`` × ``y`` (the number of finished seeds in the
+    hover), or for one setting a line of the mean with a min–max band over seeds.
+    Categorical axes, so log-spaced gains and layer tuples read as the grid."""
+    fig = go.Figure()
+    if tmap is None or len(tmap.summary) == 0:
+        _style(fig, "Trainability", uirevision)
+        _placeholder(fig, "The map fills in as the sweep's runs finish.")
+        return fig
+    s = tmap.summary
+    percent = tmap.metric.endswith("_acc")
+    fmt = ".1%" if percent else ".3g"
+    if tmap.y is None:
+        xs = [_tick_text(v) for v in s[tmap.x]]
+        fig.add_trace(go.Scatter(x=xs + xs[::-1], y=list(s["max"]) + list(s["min"])[::-1],
+                                 fill="toself", fillcolor="rgba(31,78,121,0.15)",
+                                 line=dict(width=0), hoverinfo="skip", name="min–max"))
+        fig.add_trace(go.Scatter(x=xs, y=s["mean"], mode="lines+markers", name="mean",
+                                 line=dict(color=LIVE_COLOR, width=2),
+                                 customdata=s["n"],
+                                 hovertemplate=f"%{{x}}: %{{y:{fmt}}} "
+                                               "(%{customdata} finished)<extra></extra>"))
+        fig.update_xaxes(title_text=tmap.x, type="category")
+        fig.update_yaxes(title_text=tmap.metric, tickformat=".0%" if percent else None)
+    else:
+        pivot = tmap.pivot("mean")
+        counts = tmap.pivot("n")
+        fig.add_trace(go.Heatmap(
+            z=pivot.to_numpy(dtype=float), x=[_tick_text(v) for v in pivot.columns],
+            y=[_tick_text(v) for v in pivot.index], customdata=counts.to_numpy(),
+            colorscale="Viridis", zmin=0 if percent else None, zmax=1 if percent else None,
+            colorbar=dict(title=tmap.metric, tickformat=".0%" if percent else None),
+            hovertemplate=f"{tmap.x} %{{x}}, {tmap.y} %{{y}}: %{{z:{fmt}}} "
+                          "(%{customdata} finished)<extra></extra>"))
+        fig.update_xaxes(title_text=tmap.x, type="category")
+        fig.update_yaxes(title_text=tmap.y, type="category")
+    _style(fig, f"Trainability: final {tmap.metric}", uirevision)
     return fig
