@@ -70,7 +70,8 @@ from .robustness import adversarial_examples, attack_accuracy, noise_accuracy, r
 from .trainability import TrainabilityMap, depth_grid, trainability_map
 from .variance import estimator_statistics, fg_w_relative_variance, gradient_draws
 
-__all__ = ["trainability_map", "TrainabilityMap", "depth_grid", "TrajectoryPCA", "LossSurface", "DecisionGrid", "trajectory_pca",
+__all__ = ["trainability_map", "TrainabilityMap", "depth_grid", "TrajectoryPCA", "LossSurface",
+           "DecisionGrid", "trajectory_pca",
            "loss_surface", "decision_grid", "estimator_statistics", "gradient_draws",
            "fg_w_relative_variance", "marchenko_pastur_density", "marchenko_pastur_edges",
            "path_alignment_theory", "path_geometry", "product_spectrum",
