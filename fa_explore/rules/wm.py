@@ -60,6 +60,14 @@ class WM(StoredLayerFeedback):
         self.mirror_batch = cfg.rule_option("mirror_batch")
         # Learning steps taken so far: decides when the next mirror phase comes.
         self.register_buffer("mirror_clock", torch.zeros((), dtype=torch.long))
+        # Its value on the host: reading the buffer would wait for the device.
+        self._clock = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # load_state_dict (a saved run, probe_grads' restore) sets the clock.
+        if prefix + "mirror_clock" in state_dict:
+            self._clock = int(state_dict[prefix + "mirror_clock"])
 
     def compute_grads(self, model, x, y):
         input_shapes: dict[int, torch.Size] = {}
@@ -74,9 +82,10 @@ class WM(StoredLayerFeedback):
         loss.backward()
         # Mirror after the gradient is taken: this step used the B that
         # effective_feedback showed, and the next one uses the mirrored B.
-        if int(self.mirror_clock) % self.mirror_every == 0:
+        if self._clock % self.mirror_every == 0:
             self.mirror(model, input_shapes)
-        self.mirror_clock += 1
+        self.mirror_clock += 1  # on the device, no sync; the host keeps count alongside
+        self._clock += 1
         return loss.detach()
 
     @torch.no_grad()
