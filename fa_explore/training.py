@@ -13,6 +13,9 @@ A run's status is one of :data:`STATUSES`: ``running`` while it trains, then
 ``finished`` (every step done, or a target reached), ``diverged`` (the loss blew
 up), ``stopped`` (the caller stopped a running run) or ``failed`` (an exception).
 Its ``stop_reason`` (one of :data:`STOP_REASONS`) says why it ended.
+
+The training steps never wait for the device: the batch losses stay on it and are
+checked for NaN/inf at the next evaluation (:class:`LossCheck`).
 """
 
 from __future__ import annotations
@@ -416,6 +419,46 @@ def _check_meta(meta: Any, meta_file: Path) -> None:
                                  f"a number or null; got {value!r:.60}")
 
 
+class LossCheck:
+    """The batch losses since the last check, kept on the device: ``if not
+    torch.isfinite(loss)`` at every step would make the host wait for the device
+    (a CUDA sync) every step. :meth:`first_non_finite` looks once, at an
+    evaluation; the run then ends there as diverged, naming the first bad step
+    and its loss (the steps in between ran on, with non-finite weights).
+    Every ``CHUNK`` losses are stacked into one tensor (no sync), so memory stays
+    small for any ``eval_every``."""
+
+    CHUNK = 1024
+
+    def __init__(self):
+        self._first_step = 1  # step of the first loss held
+        self._pending: list[torch.Tensor] = []
+        self._chunks: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self._pending.append(loss.reshape(()))
+        if len(self._pending) == self.CHUNK:
+            self._chunks.append(torch.stack(self._pending))
+            self._pending = []
+
+    def first_non_finite(self) -> tuple[int, float] | None:
+        """``(step, loss)`` of the first non-finite loss since the last call, or None
+        (one host sync); the losses held are then dropped."""
+        if self._pending:
+            self._chunks.append(torch.stack(self._pending))
+        losses = torch.cat(self._chunks) if self._chunks else None
+        first = self._first_step
+        self._first_step += 0 if losses is None else len(losses)
+        self._pending, self._chunks = [], []
+        if losses is None:
+            return None
+        bad = ~torch.isfinite(losses)
+        if not bad.any():
+            return None
+        index = int(bad.nonzero()[0, 0])
+        return first + index, losses[index].item()
+
+
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:min(size, n)]
 
@@ -482,6 +525,7 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     probe = train_eval[:PROBE_BATCH]
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
     tracker = ConservationTracker(model, rule)
+    loss_check = LossCheck()
     started = time.perf_counter()
 
     def record(step: int, epoch: float) -> dict[str, Any]:
@@ -504,6 +548,16 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
 
     def end(status: str, reason: str, message: str) -> None:
         run.status, run.stop_reason, run.message = status, reason, message
+
+    def non_finite_loss() -> bool:
+        """Whether a batch loss since the last check was NaN/inf (the run then ends as
+        diverged at the first such step)."""
+        found = loss_check.first_non_finite()
+        if found is not None:
+            run.diverged_step, bad_loss = found
+            end("diverged", "diverged", f"diverged at step {run.diverged_step}: the "
+                f"training loss became {bad_loss}; lower the learning rate")
+        return found is not None
 
     def target_reached(row: dict[str, Any]) -> str | None:
         """The message of a reached target, or None."""
@@ -530,7 +584,8 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
             order = torch.randperm(n_train, generator=shuffle_gen).to(device)
             for start in range(0, n_train, cfg.batch_size):
                 if should_stop is not None and should_stop():
-                    end("stopped", "stopped", f"stopped by the user at step {step}")
+                    if not non_finite_loss():
+                        end("stopped", "stopped", f"stopped by the user at step {step}")
                     yield Snapshot(run, None, step, total_steps, run.status)
                     return
                 batch = order[start:start + cfg.batch_size]
@@ -538,12 +593,7 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                     opt.zero_grad(set_to_none=True)
                 loss = rule.compute_grads(model, x_train[batch], y_train[batch])
                 step += 1
-                if not torch.isfinite(loss):
-                    run.diverged_step = step
-                    end("diverged", "diverged", f"diverged at step {step}: the training "
-                        f"loss became {loss.item()}; lower the learning rate")
-                    yield Snapshot(run, None, step, total_steps, run.status)
-                    return
+                loss_check.add(loss)  # no sync: checked at the next evaluation
                 for opt in optimizers:
                     opt.step()
                 for scheduler in schedulers:
@@ -552,6 +602,9 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                         step % cfg.trajectory_every == 0 or step == total_steps):
                     run.trajectory.record(step, model)
                 if step % eval_every == 0 or step == total_steps:
+                    if non_finite_loss():
+                        yield Snapshot(run, None, step, total_steps, run.status)
+                        return
                     row = record(step, step / steps_per_epoch)
                     loss_now, loss_start = row["train_loss"], run.rows[0]["train_loss"]
                     # A batch loss can stay finite while the weights blow up, and an
