@@ -13,7 +13,8 @@ scalar read, and the data-dependent shapes: ``nonzero``, ``masked_select``, bool
 indexing …). With CUDA, ``torch.cuda.set_sync_debug_mode("error")`` raises on any
 synchronising call. Either way only the steps count: a window opens when the loop
 asks ``should_stop`` before a step and closes when the step ends in an evaluation
-(its divergence check, ``evaluate``) or an epoch starts, so evaluations and epoch
+(its divergence check, ``evaluate``), a trajectory point is taken or an
+epoch starts, so evaluations and epoch
 starts may read back (once each), steps may not.
 
 The optimizers' own step counters are host tensors by design (torch keeps
@@ -24,6 +25,7 @@ is no device sync and is not counted.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -153,6 +155,9 @@ def watch(monkeypatch):
     monkeypatch.setattr(training, "evaluate", closing(training.evaluate))
     monkeypatch.setattr(training.LossCheck, "first_non_finite",
                         closing(training.LossCheck.first_non_finite))
+    # A trajectory point copies the parameters to the host (at evaluations, or every
+    # trajectory_every steps): not a per-step read either.
+    monkeypatch.setattr(training.Trajectory, "record", closing(training.Trajectory.record))
     if not cuda:
         for name in SYNC_METHODS:
             original = getattr(torch.Tensor, name)
@@ -236,3 +241,54 @@ def test_only_the_evaluations_read_back(digits, watch, monkeypatch):
     train_watched(RunConfig(rule="fa", **TINY), digits, watch)
     assert any("metrics.py" in where_ for where_ in watch.reads), dict(watch.reads)
     assert not any("compute_grads" in where_ for where_ in watch.reads), dict(watch.reads)
+
+
+# ------------------------------------------- the deferred divergence check
+@pytest.mark.parametrize("chunk", [1024, 3])
+def test_loss_check_names_the_first_non_finite_step(chunk, monkeypatch):
+    monkeypatch.setattr(training.LossCheck, "CHUNK", chunk)
+    check = training.LossCheck()
+    for value in [1.0, 2.0, 0.5, 0.25]:
+        check.add(torch.tensor(value))
+    assert check.first_non_finite() is None  # steps 1-4
+    for value in [1.0, 1.0, math.inf, math.nan, 3.0, 4.0, 5.0]:  # steps 5-11
+        check.add(torch.tensor(value))
+    assert check.first_non_finite() == (7, math.inf)
+    assert check.first_non_finite() is None  # nothing held any more
+    check.add(torch.tensor(math.nan))  # step 12
+    step, value = check.first_non_finite()
+    assert step == 12 and math.isnan(value)
+
+
+def poison_losses(monkeypatch, bad_steps, value):
+    """The batch losses of ``bad_steps`` (1-based) become ``value`` as train_iter
+    hands them to its LossCheck."""
+    real_add, steps = training.LossCheck.add, []
+
+    def add(self, loss):
+        steps.append(1)
+        real_add(self, loss * value if len(steps) in bad_steps else loss)
+
+    monkeypatch.setattr(training.LossCheck, "add", add)
+
+
+def test_a_nan_loss_between_evaluations_ends_the_run_at_its_step(digits, monkeypatch):
+    # The loss of step 7 is NaN; evaluations every 5 steps: the run ends at the
+    # evaluation of step 10, as diverged at step 7, with no row after step 5.
+    poison_losses(monkeypatch, {7}, math.nan)
+    snapshots = list(train_iter(RunConfig(rule="fa", **TINY), data=digits))
+    run = snapshots[-1].run
+    assert (run.status, run.stop_reason, run.diverged_step) == ("diverged", "diverged", 7)
+    assert snapshots[-1].row is None and snapshots[-1].step == 10
+    assert "diverged at step 7" in run.message and "nan" in run.message
+    assert run.history["step"].tolist() == [0, 5]
+
+
+def test_a_stop_after_a_nan_loss_reports_the_divergence(digits, monkeypatch):
+    poison_losses(monkeypatch, set(range(2, 100)), math.inf)
+    asked = []
+    snapshots = list(train_iter(RunConfig(rule="fa", **TINY), data=digits,
+                                should_stop=lambda: asked.append(1) or len(asked) > 3))
+    run = snapshots[-1].run
+    assert (run.status, run.diverged_step, snapshots[-1].step) == ("diverged", 2, 3)
+    assert "diverged at step 2" in run.message and "inf" in run.message
