@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import FeedforwardNet, init_weight_
+from ..models import CNN, MLP, FeedforwardNet, init_weight_
 from ..settings import Option
 
 Feedback = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
@@ -112,6 +112,93 @@ def feedback_call(feedbacks: Sequence[Feedback | None]):
         return FeedbackLayer.apply(h, layer.weight, layer.bias, layer, fb)
 
     return call
+
+
+class _SavedWeightSwap:
+    """``saved_tensors_hooks`` that make autograd save ``B_l`` where it saves ``W_l``.
+
+    For a layer's input gradient autograd saves the weight (``grad_input = δ W``,
+    the transposed convolution with ``W``), for the weight gradient the layer's
+    input. Saving ``B_l`` in place of ``W_l`` turns the layer's own C++ backward
+    into feedback alignment's: ``grad_input = δ B_l``, ``grad W_l = δᵀ h`` unchanged,
+    the same numbers as :class:`FeedbackLayer` without a Python autograd Function
+    per layer. A saved tensor is recognised by storage, shape and strides (``W``
+    itself, or the ``Wᵀ`` view that ``F.linear`` saves); :meth:`complete` says
+    whether every swapped layer saved its weight exactly once.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[int, torch.Tensor, torch.Tensor]]):
+        self.table: dict[tuple, tuple[int, torch.Tensor]] = {}
+        for index, weight, feedback in pairs:
+            views = [(weight, feedback)]
+            if weight.dim() == 2:
+                views.append((weight.t(), feedback.t()))
+            for w, b in views:
+                self.table[(w.data_ptr(), w.shape, w.stride())] = (index, b)
+        self.expected = {index for index, _, _ in pairs}
+        self.hits: list[int] = []
+
+    def pack(self, tensor: torch.Tensor):
+        try:
+            found = self.table.get((tensor.data_ptr(), tensor.shape, tensor.stride()))
+        except RuntimeError:  # a tensor without storage (a wrapper or fake tensor)
+            return tensor
+        if found is None:
+            return tensor
+        self.hits.append(found[0])
+        return found[1]
+
+    @staticmethod
+    def unpack(saved):
+        return saved
+
+    def complete(self) -> bool:
+        return len(self.hits) == len(self.expected) and set(self.hits) == self.expected
+
+
+def feedback_forward(model: FeedforwardNet, x: torch.Tensor,
+                     feedbacks: Sequence[Feedback | None],
+                     observe: Callable[[int, nn.Module, torch.Tensor], None] | None = None
+                     ) -> torch.Tensor:
+    """``model(x)`` whose backward sends layer ``l``'s error through ``feedbacks[l]``
+    (None: through ``W_l`` itself); ``observe(index, layer, h)``, when given, sees
+    every layer's input.
+
+    Matrix feedback on the built-in models (:class:`~fa_explore.models.MLP`,
+    :class:`~fa_explore.models.CNN`) goes through the layers' own autograd with
+    ``B_l`` saved in place of ``W_l`` (:class:`_SavedWeightSwap`). Their forward has
+    no side effects, so a forward in which a swapped weight was not saved exactly
+    once (a layer whose input needs no gradient) simply runs again through
+    :func:`feedback_call` (:class:`FeedbackLayer`), which gives the same numbers.
+    Callable feedback and any other model (a converted module may update batch-norm
+    statistics, or call a layer twice) take :func:`feedback_call` directly."""
+    swaps = [(index, layer.weight, fb)
+             for index, (layer, fb) in enumerate(zip(model.layers, feedbacks, strict=True))
+             if fb is not None]
+    routed = feedback_call(feedbacks)
+    if observe is None:
+        def plain(index, layer, h):
+            return layer(h)
+
+        def fallback(index, layer, h):
+            return routed(index, layer, h)
+    else:
+        def plain(index, layer, h):
+            observe(index, layer, h)
+            return layer(h)
+
+        def fallback(index, layer, h):
+            observe(index, layer, h)
+            return routed(index, layer, h)
+
+    if (type(model) in (MLP, CNN) and swaps and torch.is_grad_enabled()
+            and all(isinstance(fb, torch.Tensor) and fb.shape == w.shape for _, w, fb in swaps)):
+        swap = _SavedWeightSwap(swaps)
+        with torch.autograd.graph.saved_tensors_hooks(swap.pack, swap.unpack):
+            out = model(x, plain if observe is not None else None)
+        if swap.complete():
+            return out
+    return model(x, fallback)
 
 
 def aligned_like(weight: torch.Tensor, angle_deg: float,
@@ -364,7 +451,7 @@ class LayerFeedbackRule(Rule):
 
     def compute_grads(self, model, x, y):
         feedbacks = [None] + [self.feedback_matrix(model, l) for l in range(1, model.n_layers)]
-        loss = self.loss(model(x, feedback_call(feedbacks)), y)
+        loss = self.loss(feedback_forward(model, x, feedbacks), y)
         loss.backward()
         return loss.detach()
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..settings import Option
-from .base import StoredLayerFeedback, feedback_call, layer_forward, weight_grads
+from .base import StoredLayerFeedback, feedback_forward, layer_forward, weight_grads
 
 
 class WM(StoredLayerFeedback):
@@ -71,14 +71,12 @@ class WM(StoredLayerFeedback):
 
     def compute_grads(self, model, x, y):
         input_shapes: dict[int, torch.Size] = {}
-        route = feedback_call([None] + [self.feedback_matrix(model, l)
-                                        for l in range(1, model.n_layers)])
+        feedbacks = [None] + [self.feedback_matrix(model, l) for l in range(1, model.n_layers)]
 
-        def call(index, layer, h):
+        def observe(index, layer, h):
             input_shapes[index] = h.shape[1:]  # the mirror's noise takes this shape
-            return route(index, layer, h)
 
-        loss = self.loss(model(x, call), y)
+        loss = self.loss(feedback_forward(model, x, feedbacks, observe), y)
         loss.backward()
         # Mirror after the gradient is taken: this step used the B that
         # effective_feedback showed, and the next one uses the mirrored B.
