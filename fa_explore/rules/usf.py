@@ -34,7 +34,8 @@ class USF(LayerFeedbackRule):
 
     def feedback_matrix(self, model, layer):
         weight = model.layers[layer].weight.detach()
-        return self.masked(torch.sign(weight) * xavier_std(weight),
+        # In place on the fresh sign tensor: one allocation per step, not two.
+        return self.masked(torch.sign(weight).mul_(xavier_std(weight)),
                            getattr(self, f"B{layer}_mask"))
 
     def conservation_potential(self, model, layer):
