@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from torch.func import jvp
+from torch import nn
 
-from .base import Rule, weight_grads
+from .base import Rule, layer_forward, weight_grads
 
-# a_l -> (per-example losses ℓ_n, the batch loss being Σ_n ℓ_n / B; a tuple of extra
-# primal outputs the caller wants to keep)
+# a_l (a dual tensor: primal a_l, tangent u_l) -> (per-example losses ℓ_n, dual, the
+# batch loss being Σ_n ℓ_n / B; a tuple of extra outputs whose primals the caller keeps)
 ExampleLosses = Callable[[torch.Tensor], tuple[torch.Tensor, tuple[torch.Tensor, ...]]]
 
 
@@ -69,18 +70,37 @@ class _Reached(Exception):
         self.h = h
 
 
-def run_from(model, x: torch.Tensor, layer: int, a: torch.Tensor, stop: int | None = None):
+def dual_layer(module: nn.Module, h: torch.Tensor,
+               primal_out: torch.Tensor | None = None) -> torch.Tensor:
+    """``module(h)`` for a dual ``h`` (forward-mode AD), the tangent by hand: a linear
+    or convolutional layer is linear in its input, so its tangent is the layer
+    without bias applied to ``h``'s tangent. Forward AD through ``addmm`` would also
+    multiply by the weight's (zero) tangent and copy the weight: about twice the
+    work. ``primal_out``, when known (a recorded forward), is not recomputed."""
+    primal, tangent = fwAD.unpack_dual(h)
+    out = module(primal) if primal_out is None else primal_out
+    if tangent is None:
+        return out
+    return fwAD.make_dual(out, layer_forward(module, tangent, module.weight, None))
+
+
+def run_from(model, x: torch.Tensor, layer: int, a: torch.Tensor, stop: int | None = None,
+             outputs: list[torch.Tensor] | None = None):
     """The model's forward with ``a`` in place of ``a_layer``; nothing below ``layer``
     is recomputed (those layers run on an empty batch, so that the model's own code
     between layers, activation, pooling, flattening, still decides what happens
     above ``layer``). With ``stop``, returns the input ``h_{stop-1}`` that layer
-    ``stop`` would receive instead of running further."""
+    ``stop`` would receive instead of running further. With ``outputs`` (the recorded
+    ``a_j`` of the same batch) and a dual ``a``, the layers above take their recorded
+    outputs as primals and compute only tangents (:func:`dual_layer`)."""
 
     def call(index, module, h):
         if index == layer:
             return a
         if index == stop:
             raise _Reached(h)
+        if outputs is not None and index > layer:
+            return dual_layer(module, h, outputs[index])
         return module(h)
 
     try:
@@ -95,7 +115,7 @@ class FGA(Rule):
 
     For each hidden layer ``l`` an activity perturbation ``u_l ~ N(0, I)`` of the
     shape of its pre-activation ``a_l`` (one per example) and, by forward-mode AD
-    (``torch.func.jvp``), the per-example directional derivative
+    (``torch.autograd.forward_ad``), the per-example directional derivative
     ``d_l[n] = (∂L/∂a_l[n])·u_l[n]``; then ``δ_l = d_l u_l`` (unbiased for
     ``∂L/∂a_l``) and the local update ``grad W_l = δ_lᵀ h_{l-1}``, ``grad b_l = Σ δ_l``.
     The output layer uses its exact error ``δ_L = e``. The variance grows with the
@@ -112,17 +132,19 @@ class FGA(Rule):
     feedback_kind = "none"
 
     def hidden_losses(self, model, x, y, outputs, layer) -> ExampleLosses:
-        """The function of ``a_layer`` whose per-example derivative FG-A estimates:
-        here the global loss, by running the network from ``a_layer`` upward."""
+        """The function of ``a_layer`` (a dual tensor) whose per-example derivative
+        FG-A estimates: here the global loss, by running the network from ``a_layer``
+        upward (tangents only: the primals above are the recorded ``outputs``)."""
 
         def losses(a):
-            return example_losses(run_from(model, x, layer, a), y), ()
+            return example_losses(run_from(model, x, layer, a, outputs=outputs), y), ()
 
         return losses
 
     def forward_gradient(self, model, x, y) -> ActivityForwardGradient:
-        """One forward pass, then one jvp per hidden layer with that layer's ``u_l``."""
-        with torch.no_grad():  # forward mode only: no autograd graph is needed
+        """One forward pass, then one forward-mode pass per hidden layer with that
+        layer's ``u_l``."""
+        with torch.no_grad(), fwAD.dual_level():  # forward mode only: no autograd graph
             logits, inputs, outputs = record_forward(model, x)
             perturbations, derivatives, extras = [], [], []
             # One jvp per hidden layer, the perturbation injected at that layer only.
@@ -131,15 +153,16 @@ class FGA(Rule):
             # to the loss): δ_l = d u_l would carry the cross terms (∂L/∂a_k·u_k) u_l
             # of every other layer, zero-mean but adding the whole network's neuron
             # count to layer l's variance, and d would no longer be the reference's
-            # d_l. The jvp starts from the stored a_l, so the layers below are not
-            # recomputed; its primal output (the layers above) is the price of jvp.
+            # d_l. The pass starts from the stored a_l, so the layers below are not
+            # recomputed, and the layers above reuse their recorded outputs as primals.
             for layer in range(model.n_layers - 1):
                 u = self.randn(*outputs[layer].shape, like=outputs[layer])
-                _, derivative, extra = jvp(self.hidden_losses(model, x, y, outputs, layer),
-                                           (outputs[layer],), (u,), has_aux=True)
+                losses, extra = self.hidden_losses(model, x, y, outputs, layer)(
+                    fwAD.make_dual(outputs[layer], u))
+                derivative = fwAD.unpack_dual(losses).tangent
                 perturbations.append(u)
                 derivatives.append(derivative / len(y))
-                extras.append(extra)
+                extras.append(tuple(fwAD.unpack_dual(e).primal for e in extra))
             loss = self.loss(logits, y)
         return ActivityForwardGradient(loss, logits, inputs, outputs, perturbations,
                                        derivatives, extras)

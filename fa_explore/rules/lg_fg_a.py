@@ -8,7 +8,7 @@ from torch import nn
 
 from ..models import init_weight_
 from .base import weight_grads
-from .fg_a import FGA, output_error, record_forward, run_from
+from .fg_a import FGA, dual_layer, output_error, record_forward, run_from
 
 
 class LGFGA(FGA):
@@ -53,7 +53,8 @@ class LGFGA(FGA):
         head = self.heads[layer]
 
         def losses(a):
-            logits = head(run_from(model, x, layer, a, stop=layer + 1).flatten(1))
+            block_output = run_from(model, x, layer, a, stop=layer + 1)
+            logits = dual_layer(head, block_output.flatten(1))
             return F.cross_entropy(logits, y, reduction="none"), (logits,)
 
         return losses
