@@ -5,7 +5,10 @@
 #   make test                 lint, then the whole test suite
 #                             (PYTEST_ARGS="-m 'not slow'" for a quick pass)
 #   make train                one training run on digits with progress and final table
-#   make bench                per-step time of every rule vs BP, then accuracy with defaults
+#   make bench                performance: step time of every rule vs BP (MLP, CNN; 1 and 2
+#                             threads; CUDA when present), MACs, evaluation overhead, import
+#                             time, scaling; table, JSON and HTML in benchmarks/results/
+#   make bench-accuracy       train every rule with its defaults: accuracy vs floors, wall time
 #
 # Variables: PYTHON (interpreter that creates .venv), TORCH, EXTRAS (what gets installed;
 # changing either re-installs), APP_PORT, TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
@@ -36,7 +39,7 @@ STAMP := $(VENV)/.fa_explore-installed
 STAMP_VARS := $(VENV)/.fa_explore-install-vars
 INSTALL_VARS := TORCH=$(TORCH) EXTRAS=$(EXTRAS)
 
-.PHONY: help install app lint test train bench FORCE
+.PHONY: help install app lint test train bench bench-accuracy FORCE
 
 APP_PORT ?= 8866
 
@@ -44,7 +47,7 @@ APP_PORT ?= 8866
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
 		sed -e 's/\$$(APP_PORT)/$(APP_PORT)/g' | \
-		awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+		awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP_VARS): FORCE
 	@mkdir -p $(VENV)
@@ -76,6 +79,8 @@ test: $(STAMP) lint ## lint, then run the whole test suite
 train: $(STAMP) ## train on digits, printing progress and the final table
 	$(VENV)/bin/fa-explore train $(TRAIN_ARGS)
 
-bench: $(STAMP) ## time every rule per step vs BP, then train each with its defaults
-	$(PY) benchmarks/step_time.py $(BENCH_ARGS)
+bench: $(STAMP) ## step time of every rule vs BP, MACs, evaluation overhead, imports, scaling
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+bench-accuracy: $(STAMP) ## train every rule with its defaults: accuracy against the floors
 	$(PY) benchmarks/step_time.py --accuracy $(BENCH_ARGS)

@@ -1,5 +1,8 @@
 """Per-step cost of every registered rule relative to backpropagation.
 
+(``make bench`` runs benchmarks/bench.py, the full performance benchmark; this script
+is its quick single-table cousin and the accuracy table of ``make bench-accuracy``.)
+
 Timing mode (default): a 784-512-512-10 MLP, batch 128, random data, on the CPU
 with 2 threads. One step is what training does: zero the grads, the rule's
 ``compute_grads``, the optimizer step. Rules are measured INTERLEAVED in one
@@ -88,6 +91,10 @@ class Stepper:
         self.model, self.rule = build(cfg, input_shape, n_classes, device="cpu")
         self.optimizers = make_optimizers(cfg, self.model, self.rule)
         self.rule.on_epoch_start(0, self.optimizers)
+        if args.optimizer == "sgd":  # the same plain SGD: no schedule's first-epoch decay
+            for optimizer in self.optimizers:
+                for group in optimizer.param_groups:
+                    group["weight_decay"] = 0.0
         generator = torch.Generator().manual_seed(args.seed)
         self.batches = [(torch.randn(args.batch_size, *input_shape, generator=generator),
                          torch.randint(0, n_classes, (args.batch_size,), generator=generator))
