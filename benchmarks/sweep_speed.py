@@ -16,6 +16,12 @@ warmed up first (imports, data), as a notebook is after its first run.
 (its start is reported apart): the steady state of a notebook that keeps its
 cluster between sweeps.
 
+The machine's own parallel capacity for torch is measured first: the same
+single-threaded matmul loop in one process, then in ``workers`` processes at
+once. Capacity = workers x (time alone / time together): N on N real cores, 1
+where the CPUs share one core's vector units (SMT siblings, a busy host), in
+which case no backend can beat sequential.
+
     python benchmarks/sweep_speed.py                 # 3 repetitions
     python benchmarks/sweep_speed.py --repeats 5 --epochs 10 --hidden 256
 """
@@ -66,6 +72,26 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _matmul_loop(_=None) -> float:
+    torch.set_num_threads(1)
+    a, w = torch.randn(256, 512), torch.randn(512, 512)
+    started = time.perf_counter()
+    for _ in range(1500):
+        a @ w
+    return time.perf_counter() - started
+
+
+def parallel_capacity(workers: int) -> float:
+    """How many single-threaded torch processes' worth of work the CPUs do at once."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_matmul_loop, range(workers), chunksize=1)  # warm-up: imports
+        alone = pool.map(_matmul_loop, [0])[0]
+        together = pool.map(_matmul_loop, range(workers), chunksize=1)
+    return workers * alone / statistics.median(together)
+
+
 def time_backend(name: str, base: RunConfig, grid, workers, default_threads: int,
                  client=None):
     backend, _, variant = name.partition("/")
@@ -89,6 +115,10 @@ def main(argv=None) -> int:
     times: dict[str, list[float]] = {b: [] for b in args.backends}
     train_time: dict[str, list[float]] = {b: [] for b in args.backends}
     reference = None
+    n_workers = args.workers or cpus()
+    capacity = parallel_capacity(n_workers)
+    print(f"torch parallel capacity with {n_workers} processes: {capacity:.2f} "
+          f"(ideal {n_workers})", flush=True)
     sweep(base.replace(epochs=1), {"seed": [0]}, backend="sequential", cache=False)  # warm-up
     client = cluster = None
     if "dask/warm" in args.backends:
@@ -132,7 +162,8 @@ def main(argv=None) -> int:
     print()
     print(f"8 runs: rules bp fa dfa kp x seeds 0 1, digits, hidden {tuple(args.hidden)}, "
           f"{args.epochs} epochs; {args.repeats} interleaved repetitions; {cpus()} CPUs; "
-          f"torch default threads {default_threads}; load average (1 5 15 min) before "
+          f"torch default threads {default_threads}; torch parallel capacity "
+          f"{capacity:.2f} of {n_workers}; load average (1 5 15 min) before "
           f"{load_before}, after {load_average()}")
     print(format_table(["backend", "median_s", "min_s", "train_s (sum of runs)",
                         f"speed-up vs {seq}"], rows))

@@ -24,6 +24,12 @@ JSON and the package version (:func:`config_key`), so an interrupted sweep
 re-run recomputes only what it had not finished. :func:`iter_sweep` yields each
 row as it lands (for a live heatmap); closing it cancels the rest.
 
+Parallel backends pay a start-up per worker process (torch import, the data,
+the first optimizer step: 2-4 s on a small machine, included in the first
+point's ``wall_time``), so they win for sweeps of runs that take seconds each,
+on CPUs that are free; ``benchmarks/sweep_speed.py`` measures it. Passing a kept
+``distributed.Client`` as ``address`` reuses warm workers between sweeps.
+
 With the ``local`` and ``dask`` backends, a script must start its sweep under
 ``if __name__ == "__main__":``: their worker processes are spawned, never
 forked (torch's threads and ``fork`` do not mix), and a spawned process imports
