@@ -1,8 +1,10 @@
 """Per-layer alignment metrics (the math: ``docs/math.md#metrics``).
 
-Nothing here branches on a rule's name: rules answer ``effective_feedback`` and
-``conservation_potential``, and the gradient angle compares whatever the rule
-computes with the true gradient of the plain forward pass.
+Nothing here branches on a rule's name: rules answer ``alignment_target`` (the
+feedback matrix of a layer and what it should align with: ``B_l`` and ``W_l`` for
+layer-to-layer feedback, ``D_l`` and the output-to-layer Jacobian for direct
+feedback) and ``conservation_potential``, and the gradient angle compares whatever
+the rule computes with the true gradient of the plain forward pass.
 """
 
 from __future__ import annotations
@@ -109,19 +111,59 @@ def sign_concordance(weight: torch.Tensor, feedback: torch.Tensor | None) -> flo
     return float(agree.double().mean())
 
 
+def output_jacobian(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """``∂y/∂h_l`` of the plain forward, averaged over the examples of ``x``: shape
+    ``(N_L, N_l)``, with ``h_l`` the input of ``model.layers[layer]`` flattened (a
+    CNN's pooled feature map) and ``y`` the logits. For a linear network it is the
+    product of the later weights, ``W_L ⋯ W_{l+1}``; for ``layer = L - 1``, ``W_L``.
+
+    Per example with ``torch.func`` (``vmap`` of ``jacrev``) on the model's own
+    forward from layer ``layer`` up: the layers below run on an empty batch, so the
+    model's code between layers (activations, pooling, flattening) decides the way."""
+    from torch.func import jacrev, vmap
+
+    if not 0 < layer < len(model.layers):
+        raise ValueError(f"layer must be a hidden layer's index in 1..{len(model.layers) - 1}; "
+                         f"got {layer!r}")
+    recorded: dict[str, torch.Tensor] = {}
+
+    def record(index: int, module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if index == layer:
+            recorded["h"] = h.detach()
+        return module(h)
+
+    with torch.no_grad():
+        model(x, record)
+    h = recorded["h"]
+    empty = x[:0]
+
+    def head(h_one: torch.Tensor) -> torch.Tensor:
+        def call(index: int, module: nn.Module, h_in: torch.Tensor) -> torch.Tensor:
+            return module(h_one.unsqueeze(0) if index == layer else h_in)
+
+        return model(empty, call).squeeze(0)
+
+    with torch.enable_grad():
+        jacobians = vmap(jacrev(head), chunk_size=64)(h)  # (batch, N_L, *h_l shape)
+    return jacobians.mean(0).reshape(jacobians.shape[1], -1).detach()
+
+
 def layer_metrics(model, rule, probe_x, probe_y, tracker: ConservationTracker | None) -> dict:
-    """All per-layer columns for one history row (layers numbered from 1)."""
+    """All per-layer columns for one history row (layers numbered from 1). The weight
+    angle, norm ratio and sign concordance compare the rule's feedback with what it
+    should align with (:meth:`~fa_explore.rules.base.Rule.alignment_target`)."""
     row = {}
     grad_angles = gradient_angles(model, rule, probe_x, probe_y)
     conservation = tracker.ratios(model, rule) if tracker else [math.nan] * model.n_layers
     for index, layer in enumerate(model.layers):
-        feedback = rule.effective_feedback(model, index)
+        pair = rule.alignment_target(model, index, probe_x)
+        feedback, target = pair if pair is not None else (None, layer.weight)
         n = index + 1
-        row[f"weight_angle/{n}"] = weight_angle(layer.weight, feedback)
-        row[f"norm_ratio/{n}"] = norm_ratio(layer.weight, feedback)
+        row[f"weight_angle/{n}"] = weight_angle(target, feedback)
+        row[f"norm_ratio/{n}"] = norm_ratio(target, feedback)
         row[f"grad_angle/{n}"] = grad_angles[index]
         row[f"conservation/{n}"] = conservation[index]
-        row[f"sign_concordance/{n}"] = sign_concordance(layer.weight, feedback)
+        row[f"sign_concordance/{n}"] = sign_concordance(target, feedback)
     return row
 
 

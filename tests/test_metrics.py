@@ -22,6 +22,7 @@ from fa_explore.metrics import (
     incoming_half_norms,
     layer_metrics,
     norm_ratio,
+    output_jacobian,
     true_grads,
     weight_angle,
 )
@@ -198,8 +199,14 @@ EXACT_OUTPUT_LAYER = {"dfa", "dkp", "fdfa", "fg_a", "lg_fg_a"}
 @pytest.mark.parametrize("name", [n for n, c in RULES.items() if c.feedback_kind != "layer"])
 def test_rules_without_layer_feedback_log_no_weight_angle(name):
     row = metrics_row(name)
+    direct = RULES[name].feedback_kind == "direct"
     for layer in (1, 2, 3):
-        assert math.isnan(row[f"weight_angle/{layer}"]) and math.isnan(row[f"norm_ratio/{layer}"])
+        # Direct feedback is measured against the output-to-layer Jacobian (below);
+        # A learned D that starts at zero (DKP, FDFA) has no angle yet, and no layer
+        # sends an error to the input.
+        no_angle = not direct or layer == 1 or not RULES[name].uses_feedback_init
+        assert math.isnan(row[f"weight_angle/{layer}"]) == no_angle, layer
+        assert math.isnan(row[f"norm_ratio/{layer}"]) == (not direct or layer == 1), layer
     if name in EXACT_OUTPUT_LAYER:
         assert row["grad_angle/3"] == pytest.approx(0.0, abs=1e-4)
     else:  # an estimate, not the gradient
@@ -350,3 +357,67 @@ def test_a_rule_defining_a_potential_must_declare_it():
     with pytest.raises(TypeError, match="conservation_law = True"):
         type("Sloppy", (Rule,), {"name": "sloppy", "__doc__": "test",
                                   "conservation_potential": lambda self, model, layer: None})
+
+
+# ------------------------------------------------------ direct feedback alignment
+def linear(model):
+    """The same network with the identity between layers: a linear map."""
+    model.activation = torch.nn.Identity()
+    return model
+
+
+def later_weights_product(model, layer):
+    """``W_L ⋯ W_{l+1}``: ∂y/∂h_l of a linear network (h_l the input of layers[l])."""
+    product = model.layers[-1].weight.detach()
+    for module in reversed(model.layers[layer:-1]):
+        product = product @ module.weight.detach()
+    return product
+
+
+def test_output_jacobian_of_a_linear_network_is_the_product_of_the_later_weights():
+    model, _ = build_double("bp", hidden=(9, 7, 6))
+    linear(model)
+    x, _ = full_batch()
+    for layer in (1, 2, 3):
+        torch.testing.assert_close(output_jacobian(model, layer, x[:32]),
+                                   later_weights_product(model, layer), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(output_jacobian(model, 3, x[:32]), model.layers[3].weight.detach())
+    with pytest.raises(ValueError, match="hidden layer"):
+        output_jacobian(model, 0, x)
+
+
+def test_output_jacobian_averages_the_examples_jacobians():
+    model, _ = build_double("bp", hidden=(8, 6))
+    x, _ = full_batch()
+    x = x[:16]
+    # ReLU: each example has its own Jacobian; the average of one-example Jacobians.
+    each = torch.stack([output_jacobian(model, 1, x[k:k + 1]) for k in range(len(x))])
+    torch.testing.assert_close(output_jacobian(model, 1, x), each.mean(0))
+
+
+@pytest.mark.parametrize("name", [n for n, c in RULES.items() if c.feedback_kind == "direct"])
+def test_direct_rules_log_the_angle_between_d_and_the_jacobian(name):
+    model, rule = build_double(name, hidden=(9, 7))
+    linear(model)
+    if not RULES[name].uses_feedback_init:  # D starts at zero: give it a direction
+        with torch.no_grad():
+            for l in (1, 2):
+                getattr(rule, f"D{l}").normal_(generator=torch.Generator().manual_seed(l))
+    x, y = full_batch()
+    row = layer_metrics(model, rule, x[:64], y[:64], None)
+    assert math.isnan(row["weight_angle/1"])
+    for layer in (1, 2):
+        feedback, target = rule.alignment_target(model, layer, x[:64])
+        torch.testing.assert_close(target, later_weights_product(model, layer))
+        expected = angle_between(rule.direct_feedback(layer), later_weights_product(model, layer))
+        assert row[f"weight_angle/{layer + 1}"] == pytest.approx(expected, abs=1e-9)
+        assert 45 < row[f"weight_angle/{layer + 1}"] < 135  # random D: far from aligned
+
+
+def test_direct_feedback_alignment_on_a_cnn_has_the_feature_map_shape():
+    cfg = RunConfig(rule="dfa", model="cnn", dataset="mnist1d", channels=(4,), hidden=(12,))
+    model, rule = build(cfg, device="cpu")
+    x = torch.randn(8, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    for layer in range(1, model.n_layers):
+        feedback, target = rule.alignment_target(model, layer, x)
+        assert feedback.shape == target.shape == rule.direct_feedback(layer).shape

@@ -323,6 +323,19 @@ class Rule(nn.Module):
         pass, as it is used now (masks applied), or None where there is none."""
         return None
 
+    def alignment_target(self, model: FeedforwardNet, layer: int, x: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(feedback, target)``: the matrix this rule sends layer ``layer``'s error
+        through and the matrix it should align with (the weight angle, norm ratio and
+        sign concordance compare them), or None where there is none. By default the
+        effective feedback ``B_l`` and the forward weight ``W_l``; rules whose feedback
+        stands for something else (DFA's ``D_l``: the output-to-layer Jacobian) say
+        so here. ``x`` is the probe batch (for targets that depend on the data)."""
+        feedback = self.effective_feedback(model, layer)
+        if feedback is None:
+            return None
+        return feedback, model.layers[layer].weight.detach()
+
     def conservation_potential(self, model: FeedforwardNet, layer: int) -> torch.Tensor | None:
         """Per-neuron ``Q_i`` of hidden layer ``layer`` such that, under this rule's
         gradient flow with a homogeneous activation, ``Δ ½‖w_i‖² = Δ Q_i``

@@ -96,6 +96,16 @@ class DFA(Rule):
     def effective_feedback(self, model, layer):
         return None  # D_l maps the output to layer l: no matrix stands in for W_l
 
+    def alignment_target(self, model, layer, x):
+        """``D_l`` and what it stands for: the true output-to-layer Jacobian ``∂y/∂h_l``
+        of the plain forward, averaged over the probe batch ``x`` (for the last hidden
+        layer that is ``W_L``). None for the first layer (no error goes to the input)."""
+        if layer == 0:
+            return None
+        from ..metrics import output_jacobian
+
+        return self.direct_feedback(layer), output_jacobian(model, layer, x)
+
     # ------------------------------------------------------------ training
     def local_forward(self, model: FeedforwardNet,
                       x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -106,7 +106,7 @@ def test_feedback_sparsity_masks_every_direct_matrix():
                      rtol=1e-12, atol=1e-14)
 
 
-def test_history_logs_gradient_angles_but_no_weight_angles():
+def test_history_logs_gradient_angles_and_direct_feedback_angles():
     # Plumbing on a tiny budget (10 steps of a 64-32-32-10 net); learning itself is
     # tests/test_learning.py's check.
     run = train(RunConfig(rule="dfa", hidden=(32, 32), train_size=320, epochs=1, eval_every=5,
@@ -115,6 +115,7 @@ def test_history_logs_gradient_angles_but_no_weight_angles():
     assert history["step"].tolist() == [0, 5, 10]
     for n in (1, 2, 3):
         assert history[f"grad_angle/{n}"].notna().all()
-        assert history[f"weight_angle/{n}"].isna().all()
+        # D_l against the output-to-layer Jacobian; nothing for the input layer.
+        assert history[f"weight_angle/{n}"].isna().all() == (n == 1)
     assert (history["grad_angle/3"] < 1e-3).all()  # output layer: exact BP update
     assert history["grad_angle/1"].iloc[0] > 80  # random feedback: nearly orthogonal at start

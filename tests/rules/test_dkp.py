@@ -171,7 +171,8 @@ def test_with_the_defaults_the_last_feedback_becomes_the_output_weights():
     assert math.isnan(angles[0])  # D starts at zero
     assert all(b < a for a, b in pairwise(angles[1:])) and angles[-1] < 35
     dfa = train(cfg.replace(rule="dfa")).history
-    assert history["weight_angle/2"].isna().all()
+    # The logged weight angle of the output layer is this one: D_2 against ∂y/∂h_2 = W_3.
+    assert history["weight_angle/3"].tolist()[1:] == pytest.approx(angles[1:], abs=1e-6)
     last_hidden = history["grad_angle/2"].iloc[-1]
     assert last_hidden < 35 and last_hidden < dfa["grad_angle/2"].iloc[-1] - 30
     assert history["grad_angle/1"].iloc[-1] < dfa["grad_angle/1"].iloc[-1] - 20
