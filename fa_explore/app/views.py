@@ -29,14 +29,18 @@ from ..metrics import angle_between
 TEMPLATE = "plotly_white"
 HEIGHT = 330
 FONT = dict(family="Inter, 'Helvetica Neue', Arial, sans-serif", size=12, color="#2a3f5f")
-LIVE_COLOR = "#1f4e99"
+# The live run: black, drawn on top of the pinned runs.
+LIVE_COLOR = "#1a1a1a"
 SPLIT_DASH = {"train": "dot", "test": "solid"}
-# Tableau 10 without its blue (the live run's), for pinned runs and classes.
-PINNED_COLORS = ("#e45756", "#54a24b", "#b279a2", "#f58518", "#72b7b2", "#9d755d",
-                 "#ff9da6", "#bab0ac")
-PINNED_OPACITY = 0.45
-# Line styles telling layers apart within a pinned run (alignment plot).
-PINNED_LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+# Okabe & Ito's colour-blind-safe palette (without black, the live run's), for pinned
+# runs: saturated and distinct for every kind of colour vision. Yellow comes last.
+PINNED_COLORS = ("#E69F00", "#56B4E9", "#009E73", "#D55E00", "#CC79A7", "#0072B2",
+                 "#F0E442")
+PINNED_OPACITY = 0.85
+# Line styles telling layers apart when several runs share the alignment plot.
+LAYER_DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+PINNED_LAYER_DASHES = LAYER_DASHES
+ANGLE_RANGE = (-4, 188)  # a little room around 0°-180°: the 180° tick clears the title
 # Playground's orange and blue for two classes; Tableau 10 beyond.
 TWO_CLASS_COLORS = ("#f59322", "#0877bd")
 CLASS_COLORS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b",
@@ -44,18 +48,23 @@ CLASS_COLORS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b"
 NOTE_STYLE = dict(showarrow=False, font=dict(size=13, color="#6b7280"), align="center",
                   bgcolor="rgba(255,255,255,0.9)", borderpad=4)
 
-NO_WEIGHT_ANGLE_NOTE = ("No weight angle for this rule: it has no feedback matrix<br>"
-                        "standing in for W (the error goes straight to each layer,<br>"
-                        "or the gradient is estimated forward).")
+NO_WEIGHT_ANGLE_NOTE = ("No weight angle for this rule: it sends no error back<br>"
+                        "through feedback weights (the gradient is estimated<br>"
+                        "forward, from perturbations).")
+WEIGHT_ANGLE_TITLE = "Weight angle ∠(W, B)"
+DIRECT_ANGLE_TITLE = "Feedback angle ∠(D, ∂y/∂h)"
+GRADIENT_ANGLE_TITLE = "Gradient angle ∠(update, ∇L)"
 
 
 @dataclass
 class PinnedRun:
     """A finished run kept for comparison: its legend label (what differs from the
-    others) and its history."""
+    others), its history and, optionally, its colour (stable while other pins come
+    and go; by default the palette's, in order)."""
 
     label: str
     history: pd.DataFrame
+    color: str | None = None
 
 
 # ------------------------------------------------------------------ helpers
@@ -78,6 +87,19 @@ def _series(history: pd.DataFrame | None, column: str) -> tuple[np.ndarray, np.n
     return x[keep], y[keep]
 
 
+def rows_series(rows, column: str) -> tuple[list[float], list[float]]:
+    """Steps and finite values of ``column`` in history rows (dicts): what
+    :func:`_series` gives for a DataFrame, for appending points to a live plot."""
+    xs, ys = [], []
+    for row in rows:
+        x, y = row.get("step"), row.get(column)
+        if isinstance(y, (int, float)) and not isinstance(y, bool) and math.isfinite(y) and (
+                isinstance(x, (int, float)) and math.isfinite(x)):
+            xs.append(float(x))
+            ys.append(float(y))
+    return xs, ys
+
+
 def _style(fig: go.Figure, title: str, uirevision: str, height: int = HEIGHT) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE, height=height, font=FONT, uirevision=uirevision,
@@ -93,8 +115,19 @@ def _style(fig: go.Figure, title: str, uirevision: str, height: int = HEIGHT) ->
     fig.update_xaxes(visible=True)  # placeholders hide them; an update must show them
     fig.update_yaxes(visible=True)
     for annotation in fig.layout.annotations:  # subplot titles: smaller than the title
-        annotation.font = dict(size=13, color="#2a3f5f")
+        annotation.font = dict(size=12, color="#2a3f5f")
     return fig
+
+
+def panel_figure(fig: go.Figure, height: int) -> tuple[go.Figure, str]:
+    """A figure for a dashboard panel, whose caption above the plot carries the title:
+    the title taken out (returned), the top margin cut to what subplot titles need,
+    a fixed ``height``."""
+    title = fig.layout.title.text or ""
+    subplot_titles = any(a.yref == "paper" and a.y == 1 for a in fig.layout.annotations)
+    fig.update_layout(title=None, height=height,
+                      margin=dict(t=26 if subplot_titles else 10))
+    return fig, title
 
 
 def _note(fig: go.Figure, text: str, xref: str = "x domain", yref: str = "y domain") -> None:
@@ -117,11 +150,23 @@ def _check_pinned(pinned: Sequence[PinnedRun]) -> list[PinnedRun]:
     return pinned
 
 
+def pinned_color(entry: PinnedRun, index: int) -> str:
+    """A pinned run's colour: its own, else the palette's ``index``-th."""
+    return entry.color or PINNED_COLORS[index % len(PINNED_COLORS)]
+
+
 def layer_colors(n_layers: int) -> list[str]:
     """One colour per layer, from early (purple) to late (green) along Viridis."""
     if n_layers == 1:
         return [sample_colorscale("Viridis", [0.0])[0]]
     return sample_colorscale("Viridis", [0.8 * k / (n_layers - 1) for k in range(n_layers)])
+
+
+def _two_panels(fig: go.Figure) -> None:
+    """The right panel's step axis follows the left one (set on the second axis
+    only: an axis matching itself is ignored, with a console warning per redraw)."""
+    fig.update_xaxes(title_text="step", rangemode="tozero")
+    fig.layout.xaxis2.matches = "x"
 
 
 # ------------------------------------------------------------------- curves
@@ -132,15 +177,15 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
                   *, uirevision: str = "fx-curves") -> go.Figure:
     """Loss and accuracy (train dotted, test solid) over training steps.
 
-    Traces: the live run's ``train_loss, test_loss, train_acc, test_acc``, then
-    the same four per pinned run, faint and labelled by ``PinnedRun.label``.
+    Traces: the live run's ``train_loss, test_loss, train_acc, test_acc`` (black,
+    drawn on top), then the same four per pinned run, each in its own colour and
+    labelled by ``PinnedRun.label``.
     """
     pinned = _check_pinned(pinned)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (cross-entropy)", "Accuracy"),
-                        horizontal_spacing=0.1)
+                        horizontal_spacing=0.12)
     runs = [("live", history, LIVE_COLOR, 1.0)] + [
-        (p.label, p.history, PINNED_COLORS[k % len(PINNED_COLORS)], PINNED_OPACITY)
-        for k, p in enumerate(pinned)]
+        (p.label, p.history, pinned_color(p, k), PINNED_OPACITY) for k, p in enumerate(pinned)]
     for index, (label, frame, color, opacity) in enumerate(runs):
         live = index == 0
         for column in CURVE_COLUMNS:
@@ -153,84 +198,113 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
                 legendgroup=split if live else f"pinned-{index}",
                 # One legend entry per live split and per pinned run.
                 showlegend=metric == "loss" and (live or split == "test"),
-                opacity=opacity,
-                line=dict(color=color, dash=SPLIT_DASH[split], width=2.2 if live else 1.6),
+                opacity=opacity, zorder=2 if live else 1,
+                line=dict(color=color, dash=SPLIT_DASH[split], width=2.4 if live else 1.7),
                 hovertemplate=f"{split} {'accuracy' if metric == 'acc' else 'loss'} "
                               f"{value}<br>step %{{x}}<extra>{label}</extra>"),
                 row=1, col=1 if metric == "loss" else 2)
-    fig.update_xaxes(title_text="step", rangemode="tozero", matches="x")
+    _two_panels(fig)
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    return _style(fig, "Training curves", uirevision)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.04], tickformat=".0%", row=1, col=2)
+    _style(fig, "Training curves", uirevision)
+    if history is None or not len(_series(history, "train_loss")[0]) and not pinned:
+        _note(fig, "Press Train: loss and accuracy appear here as the run learns.",
+              xref="paper", yref="paper")
+    return fig
 
 
 # ---------------------------------------------------------------- alignment
 def alignment_figure(history: pd.DataFrame | None, n_layers: int,
                      pinned: Sequence[PinnedRun] = (), *,
+                     weight_title: str = WEIGHT_ANGLE_TITLE,
                      uirevision: str = "fx-alignment") -> go.Figure:
-    """Per-layer weight angle ∠(W, B) and gradient angle ∠(rule's update, true
-    gradient), in degrees over training steps.
+    """Per-layer weight angle ∠(W, B) (or, for direct feedback, ∠(D, ∂y/∂h):
+    ``weight_title``) and gradient angle ∠(rule's update, true gradient), in
+    degrees over training steps.
 
     Traces: ``weight_angle/1..L`` then ``grad_angle/1..L`` for the live run, then
-    the same per pinned run (faint, in its colour from the
-    curves figure, a line style per layer). NaN columns give empty traces; when
-    every weight angle is NaN a note says the rule has no feedback matrix.
+    the same per pinned run. Alone, the live run has a colour per layer; with pinned
+    runs, colour tells the runs apart (the live run black, on top, each pinned run
+    its colour from the curves figure) and the line style the layers, which the
+    live run's legend entries show. NaN columns give empty traces; when every
+    weight angle is NaN a note says the rule has no feedback matrix.
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
         raise ValueError(f"n_layers must be an integer >= 1; got {n_layers!r}")
     pinned = _check_pinned(pinned)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
-        "Weight angle ∠(W, B)", "Gradient angle ∠(update, true gradient)"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=(weight_title, GRADIENT_ANGLE_TITLE))
     colors = layer_colors(n_layers)
-    runs = [("live", history)] + [(p.label, p.history) for p in pinned]
-    # The live run: a colour per layer. A pinned run: its colour from the curves
-    # figure (the same run looks the same everywhere), a dash per layer.
-    for index, (label, frame) in enumerate(runs):
+    compare = bool(pinned)
+    runs = [("live", history, LIVE_COLOR)] + [(p.label, p.history, pinned_color(p, k))
+                                              for k, p in enumerate(pinned)]
+    for index, (label, frame, run_color) in enumerate(runs):
         live = index == 0
         for col, kind in ((1, "weight_angle"), (2, "grad_angle")):
             for layer in range(1, n_layers + 1):
                 column = f"{kind}/{layer}"
                 x, y = _series(frame, column)
+                dash = LAYER_DASHES[(layer - 1) % len(LAYER_DASHES)] if compare else "solid"
+                color = run_color if compare else colors[layer - 1]
                 fig.add_trace(go.Scatter(
                     x=x, y=y, mode="lines", meta=column,
                     name=f"layer {layer}" if live else label,
                     legendgroup=f"layer-{layer}" if live else f"pinned-{index}",
                     # Legend from the gradient panel: every rule has gradient angles.
                     showlegend=col == 2 and (live or layer == 1),
-                    opacity=1.0 if live else PINNED_OPACITY,
-                    line=dict(color=colors[layer - 1], width=2.2) if live else
-                    dict(color=PINNED_COLORS[(index - 1) % len(PINNED_COLORS)], width=1.6,
-                         dash=PINNED_LAYER_DASHES[(layer - 1) % len(PINNED_LAYER_DASHES)]),
+                    opacity=1.0 if live else PINNED_OPACITY, zorder=2 if live else 1,
+                    line=dict(color=color, dash=dash, width=2.4 if live else 1.6),
                     hovertemplate=f"layer {layer}: %{{y:.1f}}°<br>step %{{x}}"
                                   f"<extra>{label}</extra>"),
                     row=1, col=col)
     for col in (1, 2):
         # 90° is what two unrelated random directions give: no alignment.
         fig.add_hline(y=90, line=dict(color="#9ca3af", width=1, dash="dot"), row=1, col=col)
-    fig.update_xaxes(title_text="step", rangemode="tozero", matches="x")
-    fig.update_yaxes(range=[0, 180], tickvals=[0, 45, 90, 135, 180], ticksuffix="°")
+    _two_panels(fig)
+    fig.update_yaxes(range=list(ANGLE_RANGE), tickvals=[0, 45, 90, 135, 180], ticksuffix="°")
     fig.update_yaxes(title_text="angle", row=1, col=1)
     _style(fig, "Alignment per layer", uirevision)
+    if compare:
+        fig.update_layout(legend_title_text="line style = layer; colour = run:")
     has_rows = history is not None and len(history) > 0
     if has_rows and not any(len(_series(history, f"weight_angle/{layer}")[1])
                             for layer in range(1, n_layers + 1)):
         _note(fig, NO_WEIGHT_ANGLE_NOTE)
+    elif not has_rows and not pinned:
+        _note(fig, "Press Train: the angle of each layer appears here.<br>"
+                   "90° (dotted) is no alignment; 0° is backpropagation.",
+              xref="paper", yref="paper")
     return fig
 
 
 # ---------------------------------------------------------------- landscape
-def _nice_ticks(low: float, high: float) -> list[float]:
-    """1-2-5 values between ``low`` and ``high`` (for a log-scaled colour bar)."""
+def _nice_ticks(low: float, high: float, max_ticks: int | None = None) -> list[float]:
+    """1-2-5 values between ``low`` and ``high`` (for a log-scaled colour bar); with
+    ``max_ticks``, thinned to powers of ten (then every other one) until at most that
+    many remain, so that a short colour bar's labels never pile up."""
     ticks = []
     for exponent in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
         for mantissa in (1, 2, 5):
             value = mantissa * 10.0 ** exponent
             if low <= value <= high:
                 ticks.append(value)
-    return ticks or [low, high]
+    if max_ticks is not None and len(ticks) > max_ticks:
+        ticks = [t for t in ticks if f"{t:e}".startswith("1")] or ticks
+        while len(ticks) > max_ticks:
+            ticks = ticks[::2]
+    if not ticks:
+        return [low, high]
+    if len(ticks) == 1 and max_ticks is not None and max_ticks >= 2:
+        ticks = sorted({float(f"{low:.2g}"), ticks[0], float(f"{high:.2g}")})
+    return ticks
+
+
+LANDSCAPE_WAITING = ("The loss landscape appears after a few training steps: the path of<br>"
+                     "the weights on its two main directions, over the loss on that plane.")
 
 
 def landscape_figure(surface: LossSurface | None, pca: TrajectoryPCA | None, *,
+                     empty_text: str = LANDSCAPE_WAITING,
                      uirevision: str = "fx-landscape") -> go.Figure:
     """Loss contour on the trajectory's PCA plane with the trajectory over it.
 
@@ -248,14 +322,15 @@ def landscape_figure(surface: LossSurface | None, pca: TrajectoryPCA | None, *,
             floor = max(float(finite.min()), 1e-6)
             loss = np.clip(loss, floor, None)
             top = float(np.nanmax(np.where(np.isfinite(loss), loss, np.nan)))
-            ticks = _nice_ticks(floor, max(top, floor * 1.0001))
+            ticks = _nice_ticks(floor, max(top, floor * 1.0001), max_ticks=5)
             contour = go.Contour(
                 x=_numpy(surface.xs), y=_numpy(surface.ys), z=np.log10(loss), customdata=loss,
                 name="loss", colorscale="Viridis", ncontours=22,
                 contours=dict(coloring="heatmap", showlines=True),
                 line=dict(width=0.5, color="rgba(255,255,255,0.35)"),
-                colorbar=dict(title=dict(text="loss", side="right"), thickness=12,
-                              tickvals=np.log10(ticks), ticktext=[f"{t:g}" for t in ticks]),
+                colorbar=dict(title=dict(text="loss (log)", side="right"), thickness=10,
+                              len=0.9, tickvals=np.log10(ticks),
+                              ticktext=[f"{t:g}" for t in ticks], tickfont=dict(size=10)),
                 hovertemplate="loss %{customdata:.3f}<br>(%{x:.3g}, %{y:.3g})<extra></extra>")
     fig.add_trace(contour)
 
@@ -291,8 +366,7 @@ def landscape_figure(surface: LossSurface | None, pca: TrajectoryPCA | None, *,
     fig.update_yaxes(showgrid=False, zeroline=False)
     _style(fig, "Loss landscape along the trajectory", uirevision)
     if surface is None and pca is None:
-        _placeholder(fig, "The loss landscape appears after a few training steps: the path of<br>"
-                   "the weights on its two main directions, over the loss on that plane.")
+        _placeholder(fig, empty_text)
     return fig
 
 
@@ -391,11 +465,18 @@ def boundary_figure(grid: DecisionGrid | None, x2d, y, class_names: Sequence[str
 
 
 # ------------------------------------------------------------------ weights
+WEIGHT_LABELS = ("forward weight W", "feedback weight B")
+DIRECT_LABELS = ("Jacobian ∂y/∂h (probe-batch mean)", "direct feedback D")
+
+
 def weights_figure(weight: np.ndarray | torch.Tensor | None,
                    feedback: np.ndarray | torch.Tensor | None, layer: int | None,
-                   max_points: int = 5000, *, uirevision: str | None = None) -> go.Figure:
-    """Each forward weight against the feedback weight that stands in for it
-    (a seeded subsample of ``max_points``), with the line y = x.
+                   max_points: int = 2000, *, labels: tuple[str, str] = WEIGHT_LABELS,
+                   uirevision: str | None = None) -> go.Figure:
+    """Each entry of what the feedback should align with (the forward weight W, or
+    for direct feedback the output-to-layer Jacobian: ``labels`` names the axes)
+    against the feedback entry that stands in for it (a seeded subsample of
+    ``max_points``), with the line y = x.
 
     Points along a line through the origin mean aligned feedback; a round
     cloud means none. ``layer`` is 1-based, as in the history columns (None: no
@@ -408,8 +489,9 @@ def weights_figure(weight: np.ndarray | torch.Tensor | None,
     b = None if feedback is None else _numpy(feedback).astype(float)
     if w is not None and b is not None and w.shape != b.shape:
         raise ValueError(f"feedback must have the weight's shape {w.shape}; got {b.shape}")
-    title = ("Feedback vs forward weights" if layer is None
-             else f"Layer {layer}: feedback vs forward weights")
+    what = "feedback vs forward weights" if labels == WEIGHT_LABELS else (
+        f"{labels[1]} vs {labels[0].split(' (')[0]}")
+    title = what[0].upper() + what[1:] if layer is None else f"Layer {layer}: {what}"
     xs = ys = np.empty(0)
     line = np.empty(0)
     if w is not None and b is not None:
@@ -424,15 +506,18 @@ def weights_figure(weight: np.ndarray | torch.Tensor | None,
             # Where both axes overlap, so the reference line never stretches them.
             low, high = max(xs.min(), ys.min()), min(xs.max(), ys.max())
             line = np.array([low, high]) if low < high else np.empty(0)
+    short = labels[0].split(" ")[-1] if labels == WEIGHT_LABELS else "J"
     fig = go.Figure([
         go.Scatter(x=xs, y=ys, mode="markers", name="weights",
-                   marker=dict(size=4, color=LIVE_COLOR, opacity=0.35),
-                   hovertemplate="W %{x:.3f}<br>B %{y:.3f}<extra></extra>"),
+                   marker=dict(size=4, color=PINNED_COLORS[5], opacity=0.4),
+                   hovertemplate=f"{short} %{{x:.3f}}<br>"
+                                 f"{'B' if labels == WEIGHT_LABELS else 'D'} %{{y:.3f}}"
+                                 "<extra></extra>"),
         go.Scatter(x=line, y=line, mode="lines", name="y = x", hoverinfo="skip",
-                   line=dict(color="#e45756", width=1.5, dash="dash")),
+                   line=dict(color="#D55E00", width=1.5, dash="dash")),
     ])
-    fig.update_xaxes(title_text="forward weight W", zeroline=True, zerolinecolor="#d1d5db")
-    fig.update_yaxes(title_text="feedback weight B", zeroline=True, zerolinecolor="#d1d5db")
+    fig.update_xaxes(title_text=labels[0], zeroline=True, zerolinecolor="#d1d5db")
+    fig.update_yaxes(title_text=labels[1], zeroline=True, zerolinecolor="#d1d5db")
     _style(fig, title, uirevision or f"fx-weights-{layer}")
     fig.update_layout(showlegend=False)
     if w is None:
@@ -441,7 +526,54 @@ def weights_figure(weight: np.ndarray | torch.Tensor | None,
         _placeholder(fig, "Layer 1 has no feedback matrix: no error is sent back into the input.")
     elif b is None:
         which = "This layer" if layer is None else f"Layer {layer}"
-        _placeholder(fig, f"{which} has no feedback matrix standing in for W:<br>this rule "
-                          "sends the error straight to each layer,<br>or estimates the "
-                          "gradient forward.")
+        _placeholder(fig, f"{which} has no feedback matrix: this rule estimates<br>"
+                          "the gradient forward, from perturbations.")
     return fig
+
+
+# -------------------------------------------------------------- comparison
+@dataclass
+class TableRow:
+    """One run in the comparison table under the plots."""
+
+    label: str  # what differs from the other runs
+    color: str
+    status: str
+    test_acc: float
+    weight_angles: Sequence[float]  # final, per layer (NaN where undefined)
+    grad_angles: Sequence[float]
+    steps: int
+    seconds: float
+    live: bool = False
+
+
+def _cell(value: float, unit: str = "°") -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:.0f}{unit}"
+
+
+def comparison_html(rows: Sequence[TableRow]) -> str:
+    """The pins table: what differs, final test accuracy, final weight and gradient
+    angle per layer (``layer 1 / layer 2 / …``), steps and training time."""
+    import html as _html
+
+    if not rows:
+        return ""
+    n = max(len(r.grad_angles) for r in rows)
+    layers = " / ".join(str(k) for k in range(1, n + 1))
+    head = ("<tr><th></th><th>run (what differs)</th><th>status</th><th>test acc.</th>"
+            f"<th>weight angle, layers {layers}</th><th>gradient angle, layers {layers}</th>"
+            "<th>steps</th><th>time</th></tr>")
+    body = []
+    for r in rows:
+        swatch = (f'<span class="fx-swatch" style="background:{r.color}"></span>')
+        acc = f"{r.test_acc:.1%}" if math.isfinite(r.test_acc) else "–"
+        seconds = f"{r.seconds:.1f} s" if math.isfinite(r.seconds) else "–"
+        body.append(
+            f'<tr class="{"fx-live-row" if r.live else "fx-pin-row"}"><td>{swatch}</td>'
+            f"<td>{_html.escape(r.label)}</td><td>{_html.escape(r.status)}</td>"
+            f"<td>{acc}</td><td>{' / '.join(_cell(a) for a in r.weight_angles)}</td>"
+            f"<td>{' / '.join(_cell(a) for a in r.grad_angles)}</td>"
+            f"<td>{r.steps:,}</td><td>{seconds}</td></tr>")
+    return f'<table class="fx-compare">{head}{"".join(body)}</table>'

@@ -1,6 +1,7 @@
 """fa_explore.app.views: pure figure builders with stable traces for in-place updates."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -120,7 +121,9 @@ def test_alignment_has_one_trace_per_layer_and_angle():
     assert len(fig.data[0].x) == 0
     np.testing.assert_array_equal(fig.data[1].y, frame["weight_angle/2"])
     np.testing.assert_array_equal(fig.data[5].y, frame["grad_angle/3"])
-    assert list(fig.layout.yaxis.range) == [0, 180] and list(fig.layout.yaxis2.range) == [0, 180]
+    # 0°-180° with room to spare: the 180° tick clears the subplot title.
+    assert list(fig.layout.yaxis.range) == list(fig.layout.yaxis2.range) == list(views.ANGLE_RANGE)
+    assert views.ANGLE_RANGE[0] < 0 and views.ANGLE_RANGE[1] >= 185
     assert not any("No weight angle" in t for t in annotation_texts(fig))
     # Every layer in the legend, even layer 1 whose weight angle is missing.
     assert legend_names(fig) == ["layer 1", "layer 2", "layer 3"]
@@ -266,11 +269,11 @@ def test_boundary_rejects_mismatched_labels():
 # ------------------------------------------------------------------- weights
 def test_weights_scatter_pairs_each_weight_with_its_feedback():
     weight = torch.randn(100, 120, generator=torch.Generator().manual_seed(0))
-    fig = views.weights_figure(weight, 2 * weight, layer=2, max_points=5000)
+    fig = views.weights_figure(weight, 2 * weight, layer=2)
     check_serialises(fig)
     assert [t.name for t in fig.data] == ["weights", "y = x"]
     scatter, line = fig.data
-    assert len(scatter.x) == 5000  # a subsample of the 12,000 weights
+    assert len(scatter.x) == 2000  # a subsample of the 12,000 weights: cheap to redraw
     np.testing.assert_allclose(scatter.y, 2 * np.asarray(scatter.x), rtol=1e-6)
     assert np.isin(scatter.x, weight.flatten().numpy().astype(float)).all()
     np.testing.assert_array_equal(line.x, line.y)
@@ -328,3 +331,73 @@ def test_views_need_no_widgets():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_right_step_axis_follows_the_left_without_matching_itself():
+    # plotly.js warns "ignored xaxis.matches" (once per redraw) for an axis matching itself.
+    for fig in (views.curves_figure(history()), views.alignment_figure(history(), N_LAYERS)):
+        assert fig.layout.xaxis.matches is None and fig.layout.xaxis2.matches == "x"
+
+
+def test_pinned_runs_get_distinct_colour_blind_safe_colours_and_the_live_run_is_on_top():
+    pinned = [PinnedRun(f"seed={k}", history()) for k in range(6)]
+    curves = views.curves_figure(history(), pinned)
+    colors = [curves.data[4 * k].line.color for k in range(1, 7)]
+    assert len(set(colors)) == 6 and set(colors) <= set(views.PINNED_COLORS)
+    assert curves.data[0].line.color == views.LIVE_COLOR not in colors
+    assert all(t.zorder == 2 for t in curves.data[:4]) and all(t.zorder == 1
+                                                              for t in curves.data[4:])
+    # A pin keeps its own colour when others are left out.
+    alone = views.curves_figure(history(), [PinnedRun("x", history(), color=colors[3])])
+    assert alone.data[4].line.color == colors[3]
+    # Alignment with pins: colour is the run, line style the layer (the live run's
+    # legend entries show the styles); a legend title says so.
+    align = views.alignment_figure(history(), N_LAYERS, pinned[:2])
+    live = align.data[:N_LAYERS]
+    assert [t.line.dash for t in live] == list(views.LAYER_DASHES[:N_LAYERS])
+    assert {t.line.color for t in align.data[:2 * N_LAYERS]} == {views.LIVE_COLOR}
+    assert "line style = layer" in align.layout.legend.title.text
+    alone = views.alignment_figure(history(), N_LAYERS)
+    assert len({t.line.color for t in alone.data[:N_LAYERS]}) == N_LAYERS
+
+
+def test_the_colour_bar_of_the_landscape_has_few_readable_ticks():
+    assert views._nice_ticks(0.05, 50) == [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50]
+    thinned = views._nice_ticks(0.05, 50, max_ticks=5)
+    assert thinned == [0.1, 1, 10] and len(views._nice_ticks(1e-4, 1e6, max_ticks=5)) <= 5
+    assert len(views._nice_ticks(1.2, 1.9, max_ticks=5)) >= 2
+    pca, surface = synthetic_landscape()
+    fig = views.landscape_figure(surface, pca)
+    assert 2 <= len(fig.data[0].colorbar.tickvals) <= 5
+
+
+def test_a_panel_figure_moves_its_title_to_the_caption():
+    fig, title = views.panel_figure(views.alignment_figure(history(), N_LAYERS), 280)
+    assert title == "Alignment per layer" and not fig.layout.title.text
+    assert fig.layout.height == 280 and fig.layout.margin.t == 26  # room for subplot titles
+    fig, title = views.panel_figure(views.weights_figure(np.eye(3), np.eye(3), 2), 280)
+    assert title.startswith("Layer 2") and fig.layout.margin.t == 10
+
+
+def test_direct_feedback_scatter_names_d_and_the_jacobian():
+    fig = views.weights_figure(np.eye(3), 2 * np.eye(3), 2, labels=views.DIRECT_LABELS)
+    assert "Jacobian" in fig.layout.xaxis.title.text and "D" in fig.layout.yaxis.title.text
+    assert "direct feedback D" in fig.layout.title.text and "angle 0.0°" in fig.layout.title.text
+
+
+def test_empty_plots_say_what_will_appear():
+    assert any("Press Train" in t for t in annotation_texts(views.curves_figure(None)))
+    assert any("90°" in t for t in annotation_texts(views.alignment_figure(None, 3)))
+    assert "no trajectory" in annotation_texts(
+        views.landscape_figure(None, None, empty_text="no trajectory"))[0]
+
+
+def test_comparison_table_lists_each_run():
+    rows = [views.TableRow("live", views.LIVE_COLOR, "finished", 0.953, [math.nan, 40.2, 12.0],
+                           [30.0, 20.0, 0.0], 300, 4.2, live=True),
+            views.TableRow("rule=bp", views.PINNED_COLORS[0], "finished", 0.97,
+                           [math.nan, 0.0, 0.0], [0.0, 0.0, 0.0], 300, 3.0)]
+    table = views.comparison_html(rows)
+    assert table.count("<tr") == 3 and "95.3%" in table and "– / 40° / 12°" in table
+    assert "layers 1 / 2 / 3" in table and "rule=bp" in table and "4.2 s" in table
+    assert views.comparison_html([]) == ""
