@@ -515,6 +515,7 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     if cfg.eval_every is None:
         run.config = cfg = cfg.replace(eval_every=eval_every)
     schedulers = make_schedulers(cfg, optimizers, steps_per_epoch, total_steps)
+    run.optimizers, run.schedulers = optimizers, schedulers  # the dashboard's live settings
 
     # The evaluation subset is part of the data: runs that differ only in seed are
     # measured on the same examples.
