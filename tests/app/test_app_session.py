@@ -455,7 +455,6 @@ def test_step_trains_one_evaluation_then_pauses_again(session, recorder, monkeyp
     rows = len(session.view.rows)
     checks.parked.clear()
     assert session.step() is True
-    assert session.step() is False or checks.parked.is_set()  # a second Step waits its turn
     assert checks.parked.wait(60)  # parked again after one evaluation
     assert len(session.view.rows) == rows + 1
     assert session.status == "paused" and "paused at step" in session.message
