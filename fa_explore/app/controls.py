@@ -33,6 +33,9 @@ UNCOMPARED_FIELDS = ("eval_every", "eval_size", "device")
 RULE_DEFAULT_FIELDS = tuple(n for n in RULE_DEFAULTABLE if SETTINGS[n].group == "optimisation")
 
 DEFAULT_EXPANSION_CHOICES = (1, 2, 4, 8, 16)
+# A dropdown's entry for None (the rule's or the dataset's default): ipywidgets reads
+# a value of None as "nothing selected".
+DEFAULT_CHOICE = "(default)"
 # Dropdown value standing for "the rule's default" (None): ipywidgets reads a
 # value of None as "nothing selected". Ratios are >= 1, so 0 is free.
 RULE_DEFAULT_CHOICE = 0
@@ -101,15 +104,21 @@ def dataset_available(spec: Any) -> bool:
 
 
 def dataset_choices(config: RunConfig) -> list[tuple[str, str]]:
-    """Dataset options: every set that can be loaded now, plus the configured one
-    (e.g. from a shared link) even when it still has to be downloaded."""
-    options = []
-    for name, spec in DATASETS.items():
-        if dataset_available(spec):
-            options.append((name, name))
-        elif name == config.dataset:
-            options.append((f"{name} (not downloaded yet)", name))
-    return options
+    """Dataset options: every registered set; one that still has to be downloaded
+    is marked (:func:`download_hint` says how to get it)."""
+    return [(name if dataset_available(spec) else f"{name} (not downloaded yet)", name)
+            for name, spec in DATASETS.items()]
+
+
+def download_hint(name: str) -> str:
+    """How to get a downloadable set that is not cached yet ("" when it is there)."""
+    spec = DATASETS[name]
+    if dataset_available(spec):
+        return ""
+    return (f"{name} is not downloaded yet. Train downloads it once (from OpenML) where the "
+            "server has internet access; offline, fetch it on a machine that has, with "
+            f"python -c \"import fa_explore; fa_explore.load_dataset('{name}')\", and copy "
+            "the cache folder over (see fa-explore datasets).")
 
 
 def device_choices() -> list[tuple[str, str]]:
@@ -150,9 +159,24 @@ def change_config(config: RunConfig, **changes: Any) -> tuple[RunConfig, str]:
         if kept != config.rule_options:
             changes.setdefault("rule_options", kept)
             notes.append("rule options")
+    extra = ""
+    # The step schedule and its milestones come together, whichever is set first.
+    if changes.get("lr_milestones") and config.lr_schedule != "step" and (
+            "lr_schedule" not in changes):
+        changes["lr_schedule"] = "step"
+        extra = "The schedule is now step (milestones are its own)."
+    elif changes.get("lr_schedule") not in (None, "step") and config.lr_milestones and (
+            "lr_milestones" not in changes):
+        changes["lr_milestones"] = ()
+        extra = "Milestones cleared (only the step schedule has them)."
+    elif changes.get("lr_schedule") == "step" and not config.lr_milestones and (
+            "lr_milestones" not in changes):
+        epochs = config.resolve_field("epochs") or 2
+        changes["lr_milestones"] = (max(1, epochs // 2),)
+        extra = f"Milestone set to epoch {max(1, epochs // 2)}: change it under milestones."
     new = config.replace(**changes)
     note = (f"{new.rule} does not use the {', '.join(notes)}: reset." if notes else "")
-    return new, note
+    return new, " ".join(n for n in (note, extra) if n)
 
 
 def config_from_query(query: str | None) -> tuple[RunConfig, str]:
@@ -201,3 +225,194 @@ def difference_labels(configs: list[RunConfig]) -> list[str]:
         parts = [f"{name}={format_value(d[name])}" for name in differing]
         labels.append(", ".join(parts) if parts else f"run {index}")
     return labels
+
+
+# ----------------------------------------------------- controls from the schema
+def ui_range(setting: Any, value: Any = None) -> tuple[float, float]:
+    """A slider's range: the declared ``ui_minimum``/``ui_maximum`` (else the hard
+    bounds), widened to hold ``value`` when a link or the API asks for a value
+    outside it (never beyond the hard bounds, which the config already enforces)."""
+    low = setting.ui_minimum if setting.ui_minimum is not None else setting.minimum
+    high = setting.ui_maximum if setting.ui_maximum is not None else setting.maximum
+    low = 0.0 if low is None else float(low)
+    high = (low + 1.0) if high is None else float(high)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        low, high = min(low, float(value)), max(high, float(value))
+    return low, high
+
+
+def log_base(setting: Any) -> int:
+    """Integer settings on a log slider (the batch size) move by powers of two."""
+    return 2 if setting.kind == "int" else 10
+
+
+def log_exponents(setting: Any, value: Any = None) -> tuple[float, float]:
+    """A log slider's exponent range (base :func:`log_base`), from :func:`ui_range`."""
+    base = log_base(setting)
+    low, high = ui_range(setting, value)
+    if low <= 0:
+        low = high / base**6
+    return (math.floor(math.log(low, base) + 1e-9), math.ceil(math.log(high, base) - 1e-9))
+
+
+def slider_step(setting: Any, low: float, high: float) -> float:
+    """A slider's step: whole units for integers, else about 1/100 of the range at
+    a round value (5° for an angle, 0.01 for a fraction)."""
+    if setting.kind == "int":
+        return 1
+    raw = (high - low) / 100 or 0.01
+    exponent = math.floor(math.log10(raw))
+    for mantissa in (1, 2, 5, 10):
+        if mantissa * 10**exponent >= raw:
+            step = mantissa * 10**exponent
+            break
+    return 5.0 if setting.unit == "degrees" else float(f"{step:g}")
+
+
+def _bound_text(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def clamp_to_bounds(setting: Any, value: Any, label: str = "") -> tuple[Any, str]:
+    """``value`` moved into the setting's hard bounds, and a note saying so (empty
+    when it fitted). An exclusive bound clamps to the nearest allowed round value
+    (the UI minimum where one is declared)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value, ""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{setting.label} must be a finite number; got {value}")
+    integer = setting.kind in ("int", "ints")
+    low, high = setting.minimum, setting.maximum
+    clamped = value
+    if low is not None and (value < low or (setting.exclusive_minimum and value <= low)):
+        clamped = low if not setting.exclusive_minimum else (
+            setting.ui_minimum if setting.ui_minimum is not None else None)
+        if clamped is None:
+            raise ValueError(f"{setting.label} must be above {_bound_text(low)}; got {value:g}")
+        word = "smallest"
+    elif high is not None and (value > high or (setting.exclusive_maximum and value >= high)):
+        clamped = high if not setting.exclusive_maximum else (
+            setting.ui_maximum if setting.ui_maximum is not None else None)
+        if clamped is None:
+            raise ValueError(f"{setting.label} must be below {_bound_text(high)}; got {value:g}")
+        word = "largest"
+    if clamped == value:
+        return value, ""
+    clamped = int(clamped) if integer else float(clamped)
+    return clamped, (f"{label or setting.label} {_bound_text(value)} is out of range: using the "
+                     f"{word} allowed, {_bound_text(clamped)}.")
+
+
+def parse_number(setting: Any, text: str) -> Any:
+    """A number box's text as the setting's value: empty means None (its
+    ``none_means``) for an optional setting. ``ValueError`` in plain words."""
+    text = (text or "").strip().replace("_", "").replace(",", "")
+    if not text or text.lower() in ("none", "default", "auto"):
+        if setting.optional:
+            return None
+        raise ValueError(f"{setting.label} needs a value ({setting.allowed()})")
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{setting.label} must be a number; got {text[:20]!r}") from None
+    if setting.kind == "int":
+        if not number.is_integer():
+            raise ValueError(f"{setting.label} must be a whole number; got {text[:20]!r}")
+        return int(number)
+    return number
+
+
+def parse_ints(setting: Any, text: str) -> tuple[int, ...]:
+    """A list box's text (``16, 32`` or ``[16, 32]``) as a tuple of integers."""
+    cleaned = (text or "").strip().strip("[]()")
+    if not cleaned:
+        return ()
+    try:
+        return tuple(int(part) for part in cleaned.replace(";", ",").replace(" ", ",").split(",")
+                     if part)
+    except ValueError:
+        raise ValueError(f"{setting.label} must be whole numbers separated by commas; got "
+                         f"{text[:30]!r}") from None
+
+
+def shown_value(config: RunConfig, name: str) -> Any:
+    """What a control shows for a setting: the value with the rule's default filled in,
+    and a dataset's own default for its options (e.g. the 2-D sets' noise)."""
+    value = config.resolve_field(name)
+    if value is None and SETTINGS[name].dataset_option:
+        value = DATASETS[config.dataset].option_defaults.get(name)
+    return value
+
+
+def setting_state(config: RunConfig, name: str) -> tuple[bool, str | None]:
+    """``(shown, disabled reason)`` of a setting's control for this config: settings
+    of other datasets or models are hidden; rule-dependent ones are shown disabled,
+    with the reason (:func:`disabled_reasons`)."""
+    setting = SETTINGS[name]
+    spec = DATASETS[config.dataset]
+    if setting.dataset_option and name not in spec.extra_options:
+        return False, None
+    if setting.models and config.model not in setting.models:
+        return False, None
+    if setting.rule_flag:
+        return True, disabled_reasons(config).get(name)
+    if name == "model":
+        return True, disabled_reasons(config)["model"]
+    return True, None
+
+
+def help_text(setting: Any) -> str:
+    """A control's tooltip: the schema's help, unit, range and what None means."""
+    parts = [setting.help[0].upper() + setting.help[1:] if setting.help else setting.label]
+    if setting.unit:
+        parts.append(f"({setting.unit})")
+    text = " ".join(parts) + "."
+    if setting.kind in ("int", "float") and setting.bounds_text():
+        text += f" Allowed: {setting.bounds_text()}."
+    if setting.optional and setting.none_means:
+        text += f" Empty: {setting.none_means}."
+    if setting.live:
+        text += " Changes a running run live."
+    return text
+
+
+def rule_label(name: str) -> str:
+    """A rule's dropdown label: its name and the title of its description."""
+    description = RULES[name].description
+    title = description.split(":")[0] if ":" in description else ""
+    return f"{name} — {title}" if title and len(title) <= 40 else name
+
+
+def dropdown_choices(config: RunConfig, name: str, option_of: str | None = None
+                     ) -> list[tuple[str, Any]]:
+    """A dropdown's ``(label, value)`` options for a setting (or, with ``option_of``,
+    a rule option). The choices are the schema's, except for what the registries
+    decide (rules, datasets and whether they are downloaded, the rule's models, the
+    devices present, the rule's expansion ratios). An optional setting starts with
+    its default (:data:`DEFAULT_CHOICE`), named."""
+    if option_of is not None:
+        option = RULES[option_of].options[name]
+        return [(str(c), c) for c in option.allowed_choices() or ()]
+    setting = SETTINGS[name]
+    if name == "rule":
+        return [(rule_label(n), n) for n in RULES]
+    if name == "dataset":
+        return dataset_choices(config)
+    if name == "model":
+        return [(m, m) for m in model_choices(config)]
+    if name == "device":
+        devices = device_choices()
+        if config.device not in [v for _, v in devices]:  # e.g. a link made on a GPU box
+            devices.append((f"{config.device} (not available here)", config.device))
+        return devices
+    if name == "expansion_ratio":
+        return [(label, DEFAULT_CHOICE if value == RULE_DEFAULT_CHOICE else value)
+                for label, value in expansion_choices(config)]
+    options = [(str(c), c) for c in setting.allowed_choices() or ()]
+    if setting.optional:
+        if setting.rule_default:
+            label = f"rule default ({format_value(config.resolve_field(name))})"
+        else:
+            label = setting.none_means or "default"
+        options.insert(0, (label, DEFAULT_CHOICE))
+    return options

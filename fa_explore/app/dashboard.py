@@ -1,21 +1,30 @@
-"""The live dashboard: ipywidgets controls wired to a :class:`TrainingSession`.
+"""The live dashboard: controls generated from the settings schema, wired to a
+:class:`TrainingSession`, and live plots.
 
-This module only builds widgets and moves values between them and the session;
-what is allowed comes from :mod:`.controls`, the threads and state from
-:mod:`.session`, and every figure from the pure builders in :mod:`.views`
-(redrawn in place by :class:`.plotview.PlotlyView`, at most ten times a second,
-from a renderer thread). Use it in JupyterLab with ``Dashboard()`` or as a page with Voilà
-(``apps/alignment_dashboard.ipynb``).
+This module builds widgets and moves values between them and the session; what
+is allowed comes from :mod:`.controls` and the schema (:mod:`.fields` builds one
+control per setting), the threads and state from :mod:`.session`, and every
+figure from the pure builders in :mod:`.views`, drawn by :class:`.plotview.PlotlyView`
+from a renderer thread: whole figures when a run starts or ends, only the new
+points while it trains, each plot skipped while the page has not drawn its last
+update. Use it in JupyterLab with ``Dashboard()`` (a new one closes the previous)
+or as a page with Voilà (``apps/alignment_dashboard.ipynb``).
+
+Threads: every widget write happens under one lock (``_ui``); the flag that tells
+a control's observer that the kernel, not the user, moved it is per thread. The
+kernel thread never waits for training (Stop returns at once).
 """
 
 from __future__ import annotations
 
 import html
+import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
@@ -23,29 +32,1090 @@ import plotly.graph_objects as go
 from ..config import RunConfig
 from ..data import DATASETS
 from ..rules import RULES
-from ..settings import SETTINGS
+from ..settings import GROUPS, SETTINGS, in_group, rule_option_settings
 from . import views
 from .controls import (
-    RULE_DEFAULT_CHOICE,
     RULE_DEFAULT_FIELDS,
+    UNCOMPARED_FIELDS,
     change_config,
     config_from_query,
-    dataset_choices,
-    device_choices,
-    disabled_reasons,
-    expansion_choices,
-    model_choices,
+    difference_labels,
+    download_hint,
+    format_value,
     plain_message,
-    rules_using,
+    rule_label,
+    setting_state,
 )
-from .linkbox import CopyLink
+from .fields import Field, css_name, make_field
+from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim
 from .plotview import PlotlyView
-from .session import TrainingSession, format_seconds, log
+from .session import ACTIVE, RunView, TrainingSession, format_seconds, log
 
-MIN_RENDER_INTERVAL = 0.1  # seconds: plots update at most ten times a second
-# Building plotly figures is pure Python and holds the GIL: after a redraw that
-# took t seconds the renderer rests RENDER_REST * t, so training keeps most of it.
+MIN_RENDER_INTERVAL = 0.25  # seconds: a plot updates at most four times a second
+# Building figures is pure Python and holds the GIL: after a redraw that took t
+# seconds the renderer rests RENDER_REST * t, so training keeps most of it.
 RENDER_REST = 2.0
+WEIGHTS_INTERVAL = 1.5  # seconds between redraws of the scatter while training
+BOUNDARY_INTERVAL = 1.5  # ... and of the decision regions
+PANEL_HEIGHT = 280  # pixels of each plot: four fit a 1400 x 900 window
+TERMINAL = ("stopped", "finished", "diverged", "error", "failed")
+
+# The settings shown at once; the others of each group are under "more".
+PRIMARY = ("rule", "init_angle", "feedback_sparsity", "expansion_ratio",
+           "dataset", "n_classes", "label_noise", "train_size", "noise", "n_samples",
+           "model", "hidden", "channels", "activation",
+           "optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs",
+           "seed", "eval_every")
+SECTION_TITLES = {"rule": "Learning rule", "data": "Data", "model": "Network",
+                  "optimisation": "Optimisation", "run": "Run"}
+
+EXPERIMENTS = (
+    ("BP vs FA on digits", "rule=bp&epochs=10",
+     "Train backprop, press Pin, set the rule to fa and Train again: FA learns too, while "
+     "its weight angles fall from 90°."),
+    ("FA at initial angle 0° / 45° / 90°", "rule=fa&init_angle=0.0&epochs=10",
+     "Train, Pin, then set the initial angle to 45 and to 90 and Train each: does training "
+     "keep, lose or find the alignment?"),
+    ("DFA vs FA on a deep net", "rule=dfa&hidden=%5B64%2C64%2C64%2C64%2C64%5D&epochs=10",
+     "Train DFA with five hidden layers, Pin, set the rule to fa and Train: which one gets a "
+     "useful error to the early layers?"),
+)
+
+PANEL_TITLES = {"curves": "Training curves", "alignment": "Alignment per layer",
+                "landscape": "Loss landscape", "weights": "Feedback vs forward weights",
+                "boundary": "Decision regions"}
+PANEL_HELP = {
+    "curves": "Loss (left) and accuracy (right) on fixed subsets of the training data "
+              "(dotted) and the test data (solid), against training steps. Chance accuracy "
+              "is 1 / the number of classes: a run that falls back to it has usually "
+              "diverged.",
+    "alignment": "Left: the angle between each layer's feedback matrix B and its forward "
+                 "weights W (direct feedback: between D and the true output-to-layer "
+                 "Jacobian ∂y/∂h). 90° means unrelated, 0° is backprop; layer 1 has no "
+                 "weight angle, because no error is sent back into the input. Right: the "
+                 "angle between the rule's update and the true gradient; the output layer's "
+                 "is 0° for most rules, since its error is the exact output error.",
+    "landscape": "The loss on the plane spanned by the two main directions of the weights' "
+                 "path (PC1, PC2: principal components of the recorded weight vectors, with "
+                 "the share of the movement each explains). The white line is the path from "
+                 "start (circle) to end (star); colours are on a log scale. Recomputed every "
+                 "few seconds.",
+    "weights": "One point per entry of the chosen layer's forward weight W (x) and the "
+               "feedback entry that stands in for it (y); for direct feedback, D against the "
+               "Jacobian ∂y/∂h. On the diagonal y = x the feedback equals the weights (as in "
+               "backprop); points along any line through the origin mean aligned feedback, a "
+               "round cloud none. At most 2,000 entries are drawn.",
+    "boundary": "What the network predicts over the plane (colour: the class, depth: how "
+                "sure it is), with the training points over it.",
+}
+
+_CSS = """
+<style>
+.fx-dashboard { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  color: #222; max-width: 1600px; }
+.fx-dashboard .fx-header h2 { margin: 0 12px 0 0; font-size: 18px; font-weight: 600;
+  display: inline; }
+.fx-dashboard .fx-header p { margin: 0; color: #555; font-size: 12.5px; display: inline; }
+.fx-header-row { margin: 2px 0 4px 0; align-items: baseline; flex-wrap: wrap; gap: 2px 16px; }
+.fx-controls { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 6px;
+  padding: 4px 8px; max-height: calc(100vh - 70px); overflow-y: auto !important;
+  position: sticky; top: 4px; }
+.fx-controls .fx-section { margin: 6px 0 0 0; font-size: 11px; font-weight: 700;
+  letter-spacing: .06em; text-transform: uppercase; color: #667; }
+.fx-controls .widget-label { color: #333; }
+.fx-controls .widget-inline-hbox, .fx-controls .widget-text, .fx-controls .widget-dropdown,
+.fx-controls .widget-checkbox { margin-top: 1px; margin-bottom: 1px; }
+.fx-more .p-Accordion-child, .fx-more .lm-Accordion-child, .fx-more .widget-accordion {
+  font-size: 12px; }
+.fx-hint { font-size: 11px; line-height: 1.3; color: #777; margin: -2px 0 3px 4px; }
+.fx-hint:empty, .fx-hint .widget-html-content:empty { display: none; }
+.fx-rule-info { font-size: 12px; line-height: 1.35; color: #444; margin: 0 0 3px 4px; }
+.fx-rule-info i { color: #666; }
+.fx-status { font-size: 14px; min-height: 22px; }
+.fx-state { display: inline-block; padding: 1px 8px; margin-right: 8px; border-radius: 10px;
+  font-weight: 600; font-size: 12px; background: #e8e8ee; color: #333; }
+.fx-state-starting, .fx-state-running { background: #dbeafe; color: #1d4ed8; }
+.fx-state-paused { background: #fef3c7; color: #92400e; }
+.fx-state-finished { background: #dcfce7; color: #166534; }
+.fx-state-stopped, .fx-state-loaded { background: #ececec; color: #444; }
+.fx-state-diverged, .fx-state-error { background: #dc2626; color: white; }
+.fx-message-problem { color: #b91c1c; }
+.fx-warning { color: #92400e; background: #fef3c7; border-radius: 4px; padding: 0 6px;
+  margin-left: 8px; }
+.fx-eta { font-size: 12px; color: #555; white-space: nowrap; }
+.fx-toolbar { align-items: center; gap: 2px; }
+.fx-toolbar .widget-button, .fx-toolbar .widget-upload { font-weight: 600; }
+.fx-plots { display: grid !important; grid-template-columns: repeat(2, minmax(0, 1fr));
+  gap: 6px; width: 100%; }
+.fx-main { container-type: inline-size; min-width: 0; }
+@container (max-width: 820px) { .fx-plots { grid-template-columns: minmax(0, 1fr); } }
+.fx-panel { border: 1px solid #ececf0; border-radius: 6px; background: white;
+  min-width: 0; overflow: visible; }
+.fx-panel-head { align-items: center; gap: 4px; min-height: 24px; padding: 0 4px;
+  flex-wrap: nowrap; overflow: visible; }
+.fx-caption { font-size: 12px; color: #444; min-width: 0; overflow: hidden;
+  white-space: nowrap; text-overflow: ellipsis; flex: 1 1 auto; }
+.fx-caption b { color: #1f2937; }
+.fx-caption .fx-run { color: #555; }
+.fx-caption .fx-prev { background: #e5e7eb; color: #374151; border-radius: 8px;
+  padding: 0 6px; margin-right: 4px; font-weight: 600; }
+.fx-caption .fx-bad { background: #dc2626; color: white; border-radius: 8px; padding: 0 6px;
+  font-weight: 600; }
+.fx-stale .fx-graph { opacity: .4; filter: grayscale(.7); }
+.fx-help { position: relative; font-size: 12px; flex: 0 0 auto; }
+.fx-help summary { list-style: none; cursor: pointer; width: 18px; height: 18px;
+  line-height: 18px; text-align: center; border-radius: 9px; background: #e5e7eb;
+  color: #374151; font-weight: 700; }
+.fx-help summary::-webkit-details-marker { display: none; }
+.fx-help[open] > div { position: absolute; right: 0; top: 22px; z-index: 20; width: 330px;
+  background: white; border: 1px solid #d1d5db; border-radius: 6px; padding: 8px 10px;
+  box-shadow: 0 4px 14px rgba(0,0,0,.12); line-height: 1.4; color: #333;
+  white-space: normal; }
+.fx-layer { flex: 0 0 auto; }
+.fx-compare { border-collapse: collapse; font-size: 12px; margin-top: 6px; }
+.fx-compare th, .fx-compare td { padding: 2px 8px; border-bottom: 1px solid #eee;
+  text-align: left; white-space: nowrap; }
+.fx-compare th { color: #555; font-weight: 600; }
+.fx-swatch { display: inline-block; width: 14px; height: 4px; border-radius: 2px;
+  vertical-align: middle; }
+.fx-live-row td { font-weight: 600; }
+</style>
+"""
+
+_HEADER = """
+<h2>Learning without weight transport</h2>
+<p>Backprop sends errors back through the transposed forward weights; feedback alignment
+and its family use other matrices, and the forward weights learn to <b>align</b> with them.
+</p>
+"""
+
+
+def _hint(css_class: str = "fx-hint") -> widgets.HTML:
+    hint = widgets.HTML("")
+    hint.add_class(css_class)
+    return hint
+
+
+def _section(title: str) -> widgets.HTML:
+    label = widgets.HTML(html.escape(title))
+    label.add_class("fx-section")
+    return label
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value)
+
+
+def run_caption(view: RunView | None, config: RunConfig) -> str:
+    """What a panel says about the run it shows: rule · dataset · settings that differ
+    from the defaults · status (plain text)."""
+    if view is None:
+        return f"{config.rule} · {config.dataset} · no run yet: press Train"
+    request, default = view.request, RunConfig()
+    parts = [f"{name}={format_value(getattr(request, name))}"
+             for name in request.to_dict()
+             if name not in ("rule", "dataset", "rule_options", *UNCOMPARED_FIELDS)
+             and getattr(request, name) != getattr(default, name)]
+    parts += [f"{k}={format_value(v)}" for k, v in sorted(request.rule_options.items())]
+    settings = ", ".join(parts)
+    if len(settings) > 70:
+        settings = settings[:68] + "…"
+    status = view.status
+    if view.source == "loaded":
+        status = f"saved run, {status}"
+    if view.live_changes:
+        status += " · " + "; ".join(c.text() for c in view.live_changes[-2:])
+    return " · ".join(p for p in (request.rule, request.dataset, settings, status) if p)
+
+
+class Panel:
+    """A plot with its caption row: title, which run it shows, a "?" help."""
+
+    def __init__(self, name: str, carry_plotly: bool, on_resync: Callable[[], None],
+                 extra: widgets.Widget | None = None):
+        self.name = name
+        self.plot = PlotlyView(go.Figure(), carry_plotly=carry_plotly, on_resync=on_resync,
+                               on_ack=on_resync)
+        self.plot.add_class(f"fx-plot-{name}")
+        self.plot.add_class("fx-plot")
+        self.caption = widgets.HTML("")
+        self.caption.add_class("fx-caption")
+        self.help = widgets.HTML(
+            f'<details class="fx-help"><summary title="What does this show?">?</summary>'
+            f"<div>{html.escape(PANEL_HELP[name])}</div></details>")
+        self.help.add_class("fx-help-box")
+        head = [self.caption, *([extra] if extra is not None else []), self.help]
+        self.head = widgets.HBox(head)
+        self.head.add_class("fx-panel-head")
+        self.box = widgets.VBox([self.head, self.plot])
+        self.box.add_class("fx-panel")
+        self.box.add_class(f"fx-panel-{name}")
+        self.title = self.shown_title = PANEL_TITLES[name]
+        # What was last sent: a key of the whole figure, rows sent, when.
+        self.key: Any = None
+        self.rows = 0
+        self.sent_at = -math.inf
+        self.stale: bool | None = None
+        self.caption_text = ""
+
+    def set_caption(self, title: str, caption: str, stale: bool, problem: str = "") -> None:
+        prev = '<span class="fx-prev">previous run</span>' if stale else ""
+        bad = f' <span class="fx-bad">{html.escape(problem)}</span>' if problem else ""
+        text = (f"{prev}<b>{html.escape(title)}</b> · "
+                f'<span class="fx-run">{html.escape(caption)}</span>{bad}')
+        if text != self.caption_text:
+            self.caption.value = self.caption_text = text
+        if stale != self.stale:
+            (self.box.add_class if stale else self.box.remove_class)("fx-stale")
+            self.stale = stale
+
+
+class Dashboard(widgets.VBox):
+    """The alignment dashboard: controls on the left, live plots on the right.
+
+    ``Dashboard()`` displays itself in JupyterLab; making a new one closes the
+    previous (re-running the cell leaks no threads). ``config`` presets the
+    controls; ``query`` (a page URL's query string, as Voilà passes it in the
+    ``QUERY_STRING`` environment variable) does the same and reports every bad
+    part of a link in the status line instead of failing. Nothing trains until
+    Train is pressed. ``warm_up=False`` skips the background warm-up (tests);
+    ``clock`` paces the redraws (:class:`RedrawPacer`; tests pass a fake one).
+    """
+
+    _previous: ClassVar[weakref.ref | None] = None
+
+    def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
+                 landscape_interval: float | None = 3.0, warm_up: bool = True,
+                 clock: Callable[[], float] = time.monotonic, close_previous: bool = True):
+        if close_previous:
+            previous = Dashboard._previous() if Dashboard._previous else None
+            if previous is not None:
+                previous.close(timeout=5.0)
+        link_problem = ""
+        if query:
+            config, link_problem = config_from_query(query)
+        self._ui = threading.RLock()
+        self._local = threading.local()
+        self._clock = clock
+        self.session = TrainingSession(
+            config or RunConfig(), on_status=self._on_status, on_snapshot=self._on_snapshot,
+            on_landscape=self._on_landscape, landscape_interval=landscape_interval)
+        self._render_wanted = threading.Event()
+        self._closing = threading.Event()
+        self._closed = False
+        self._landscape: tuple[int, Any, Any] | None = None  # (generation, pca, surface)
+        self._pacer = RedrawPacer(clock=clock)
+        self._renderer = threading.Thread(target=self._render_loop, name="fx-render",
+                                          daemon=True)
+        self._notice = ""  # a message about the last action, shown after the status
+        self._notice_is_problem = False
+        self._drawn: tuple[int, int, str] | None = None  # (generation, rows, status) drawn
+        self._pin_colors: dict[int, str] = {}
+        self._table_html = ""
+        self._status_html = ""
+        self._guides = {q: text for _, q, text in EXPERIMENTS}
+
+        self._build_controls()
+        self._build_plots()
+        self._build_toolbar()
+        super().__init__(children=self._layout())
+        self.add_class("fx-dashboard")
+        self._sync_controls()
+        self._render_now()  # the empty plots, synchronously: the page shows them at once
+        if link_problem:
+            self._set_notice(link_problem, problem=True)
+        self._show_status()
+        self._renderer.start()
+        if warm_up:
+            self.session.warm_up()
+        Dashboard._previous = weakref.ref(self)
+
+    # ================================================================ syncing
+    @property
+    def _syncing(self) -> bool:
+        """True while this thread moves controls to show the config (their observers
+        then do nothing). Per thread: another thread's writes never hide a user's
+        change, and it can never stay set."""
+        return getattr(self._local, "syncing", False)
+
+    class _Sync:
+        def __init__(self, dashboard: Dashboard):
+            self.dashboard = dashboard
+
+        def __enter__(self) -> None:
+            self.dashboard._ui.acquire()
+            local = self.dashboard._local
+            self.saved = getattr(local, "syncing", False)
+            local.syncing = True
+
+        def __exit__(self, *exc: Any) -> None:
+            self.dashboard._local.syncing = self.saved
+            self.dashboard._ui.release()
+
+    def _writing(self) -> Dashboard._Sync:
+        """Hold the widget lock and mark this thread's writes as the kernel's."""
+        return Dashboard._Sync(self)
+
+    # ================================================================ widgets
+    def _build_controls(self) -> None:
+        self.fields: dict[str, Field] = {}
+        for name, setting in SETTINGS.items():
+            field = make_field(setting, self._on_field, lambda: self._syncing)
+            if field is not None:
+                field.main.tooltip = field.tooltip
+                field.on_error = self._on_field_error
+                self.fields[name] = field
+        self.option_fields: dict[str, Field] = {}
+        self.options_box = widgets.VBox([])
+        self.options_box.add_class("fx-rule-options")
+        self.rule_info = _hint("fx-rule-info")
+        self.defaults_hint = _hint()
+        self.rule_defaults = widgets.Button(
+            description="rule defaults", icon="undo", layout=widgets.Layout(width="130px"),
+            tooltip="Optimizer, learning rate, momentum, weight decay, batch size and "
+                    "epochs back to the rule's defaults")
+        self.rule_defaults.add_class("fx-defaults")
+        self.rule_defaults.on_click(self._guard(self._on_rule_defaults))
+        self.link = CopyLink(in_voila=bool(os.environ.get("QUERY_STRING") is not None
+                                           and os.environ.get("SERVER_SOFTWARE", "")
+                                           .startswith("voila")))
+        self.link.add_class("fx-link")
+        self.tips = TooltipShim(on_typed=self._on_typed)
+        # Names the tests and notebooks use.
+        f = self.fields
+        self.rule, self.dataset, self.model = f["rule"].main, f["dataset"].main, f["model"].main
+        self.depth, self.width = f["hidden"].depth, f["hidden"].width
+        self.activation, self.optimizer = f["activation"].main, f["optimizer"].main
+        self.angle, self.angle_random = f["init_angle"].main, f["init_angle"].default_box
+        self.sparsity, self.expansion = f["feedback_sparsity"].main, f["expansion_ratio"].main
+        self.lr, self.batch_size, self.epochs = f["lr"].main, f["batch_size"].main, (
+            f["epochs"].main)
+        self.seed, self.device = f["seed"].main, f["device"].main
+        self.dataset_info = f["dataset"].hint
+        self.angle_hint = f["init_angle"].hint
+
+    def _build_toolbar(self) -> None:
+        def button(description, css, icon, tooltip, style=""):
+            b = widgets.Button(description=description, icon=icon, tooltip=tooltip,
+                               button_style=style, layout=widgets.Layout(width="auto"))
+            b.add_class(css)
+            return b
+
+        self.train = button("Train", "fx-train", "play", "Start a run with these settings",
+                            "primary")
+        self.pause = button("Pause", "fx-pause", "pause", "Pause or resume the run")
+        self.step = button("Step", "fx-step", "step-forward",
+                           "While paused: train up to the next evaluation")
+        self.stop = button("Stop", "fx-stop", "stop", "Stop the run")
+        self.reset = button("Reset", "fx-reset", "refresh",
+                            "Stop and clear the current run (pinned runs stay)")
+        self.pin = button("Pin", "fx-pin", "thumb-tack",
+                          "Keep this run's curves to compare with the next (up to 6)")
+        self.unpin = button("Clear pins", "fx-unpin", "times", "Forget the pinned runs")
+        self.export = button("Export", "fx-export", "download",
+                             "Download the run as a zip: run.json, weights.safetensors and "
+                             "the figures as HTML")
+        self.upload = widgets.FileUpload(accept=".zip", multiple=False, description="Load run",
+                                         tooltip="Open a zip made by Export to view and pin it",
+                                         layout=widgets.Layout(width="auto"))
+        self.upload.add_class("fx-load")
+        self.downloader = Downloader(on_done=self._on_downloaded)
+        self.progress = widgets.FloatProgress(min=0, max=1, value=0,
+                                              layout=widgets.Layout(width="260px"))
+        self.progress.add_class("fx-progress")
+        self.eta = widgets.HTML("")
+        self.eta.add_class("fx-eta")
+        self.status = widgets.HTML("")
+        self.status.add_class("fx-status")
+
+        self.train.on_click(self._guard(self._on_train))
+        self.pause.on_click(self._guard(self._on_pause))
+        self.step.on_click(self._guard(self._on_step))
+        self.stop.on_click(self._guard(self._on_stop))
+        self.reset.on_click(self._guard(self._on_reset))
+        self.pin.on_click(self._guard(self._on_pin))
+        self.unpin.on_click(self._guard(self._on_unpin))
+        self.export.on_click(self._guard(self._on_export))
+        self.upload.observe(self._guard(self._on_upload), names="value")
+
+    def _build_plots(self) -> None:
+        resync = self._request_render
+        self.layer = widgets.Dropdown(description="layer", style={"description_width": "36px"},
+                                      layout=widgets.Layout(width="130px"),
+                                      tooltip="Which layer's feedback and forward weights")
+        self.layer.add_class("fx-layer")
+        self.layer.observe(self._guard(
+            lambda change: None if self._syncing else self._request_render()), names="value")
+        self.panels = {
+            "curves": Panel("curves", True, resync),  # the first plot carries plotly.js
+            "alignment": Panel("alignment", False, resync),
+            "landscape": Panel("landscape", False, resync),
+            "weights": Panel("weights", False, resync, extra=self.layer),
+            "boundary": Panel("boundary", False, resync),
+        }
+        p = self.panels
+        self.curves_plot, self.alignment_plot = p["curves"].plot, p["alignment"].plot
+        self.landscape_plot, self.weights_plot = p["landscape"].plot, p["weights"].plot
+        self.boundary_plot = p["boundary"].plot
+        self.weights_panel = p["weights"].box
+        self.plots = widgets.Box([])
+        self.plots.add_class("fx-plots")
+        self.table = widgets.HTML("")
+        self.table.add_class("fx-table")
+
+    def _controls_column(self) -> widgets.VBox:
+        children: list[widgets.Widget] = []
+        for group in GROUPS:
+            names = [s.name for s in in_group(group) if s.name in self.fields]
+            primary = [self.fields[n].box for n in names if n in PRIMARY]
+            more = [self.fields[n].box for n in names if n not in PRIMARY]
+            children.append(_section(SECTION_TITLES.get(group, group)))
+            if group == "rule":
+                children += [primary[0], self.rule_info, *primary[1:], self.options_box]
+            else:
+                children += primary
+            if group == "optimisation":
+                children.append(widgets.HBox([self.rule_defaults, self.defaults_hint],
+                                             layout=widgets.Layout(align_items="center")))
+            if more:
+                accordion = widgets.Accordion(children=[widgets.VBox(more)],
+                                              titles=(f"more {SECTION_TITLES[group].lower()} "
+                                                      "settings",))
+                accordion.selected_index = None
+                accordion.add_class("fx-more")
+                children.append(accordion)
+        children += [_section("Share"), self.link]
+        controls = widgets.VBox(children, layout=widgets.Layout(
+            width="344px", min_width="344px", flex="0 0 344px"))
+        controls.add_class("fx-controls")
+        return controls
+
+    def _layout(self) -> list[widgets.Widget]:
+        css = widgets.HTML(_CSS)
+        header = widgets.HTML(_HEADER)
+        header.add_class("fx-header")
+        self.experiments = ExperimentLinks(
+            label="First experiments:", on_open=self._guard(self._on_experiment),
+            links=[{"label": label, "query": query, "title": text}
+                   for label, query, text in EXPERIMENTS])
+        self.experiments.add_class("fx-experiments-box")
+        head = widgets.HBox([header, self.experiments])
+        head.add_class("fx-header-row")
+        toolbar = widgets.HBox(
+            [self.train, self.pause, self.step, self.stop, self.reset,
+             widgets.HTML("&nbsp;"), self.pin, self.unpin, self.export, self.upload],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
+        toolbar.add_class("fx-toolbar")
+        progress_row = widgets.HBox([self.progress, self.eta],
+                                    layout=widgets.Layout(align_items="center"))
+        train_tab = widgets.VBox([toolbar, progress_row, self.status, self.plots, self.table],
+                                 layout=widgets.Layout(min_width="0"))
+        train_tab.add_class("fx-train-tab")
+        # Tabs: Train first; room for a seeds band and a sweep tab.
+        self.tabs = widgets.Tab(children=[train_tab], titles=("Train",))
+        self.tabs.add_class("fx-tabs")
+        main = widgets.VBox([self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0",
+                                                               margin="0 0 0 8px"))
+        main.add_class("fx-main")
+        body = widgets.HBox([self._controls_column(), main],
+                            layout=widgets.Layout(width="100%", align_items="flex-start"))
+        return [css, self.tips, self.downloader, head, body]
+
+    # ============================================================ sync state
+    @staticmethod
+    def _rule_label(name: str) -> str:
+        return rule_label(name)
+
+    @staticmethod
+    def _n_layers(cfg: RunConfig) -> int:
+        return len(cfg.hidden) + 1 + (len(cfg.channels) if cfg.model == "cnn" else 0)
+
+    def _sync_controls(self) -> None:
+        """Show the session's config in the controls, enable what applies and say
+        why the rest is disabled."""
+        cfg = self.session.config
+        rule = RULES[cfg.rule]
+        with self._writing():
+            for name, field in self.fields.items():
+                field.show(cfg)
+                shown, reason = setting_state(cfg, name)
+                note = download_hint(cfg.dataset) if name == "dataset" else ""
+                if reason and SETTINGS[name].rule_flag:
+                    from .controls import rules_using
+
+                    users = rules_using(name)
+                    field.main.tooltip = reason + (f" Used by: {', '.join(users)}."
+                                                   if users else "")
+                else:
+                    field.main.tooltip = field.tooltip
+                field.set_state(shown, reason, note)
+            self.fields["dataset"].hint.value = html.escape(
+                download_hint(cfg.dataset) or DATASETS[cfg.dataset].description)
+            self.rule_info.value = (f"{html.escape(rule.description)}<br><i>"
+                                    f"{html.escape(rule.paper)}</i>")
+            self._sync_rule_options(cfg)
+            chosen = [SETTINGS[f].label for f in RULE_DEFAULT_FIELDS if getattr(cfg, f) is not None]
+            self.defaults_hint.value = html.escape(
+                f"{rule.name}'s defaults" if not chosen else "set: " + ", ".join(chosen))
+            self.rule_defaults.disabled = not chosen
+            self.link.query = cfg.to_query()
+            self.tips.tips = self._tooltips()
+        self._sync_layer_choices()
+        self._sync_plot_grid()
+
+    def _sync_rule_options(self, cfg: RunConfig) -> None:
+        declared = rule_option_settings(RULES[cfg.rule])
+        if list(self.option_fields) != list(declared) or getattr(
+                self, "_options_rule", None) != cfg.rule:
+            self.option_fields = {}
+            for key, option in declared.items():
+                field = make_field(option, self._on_field, lambda: self._syncing,
+                                   option_of=cfg.rule)
+                if field is not None:
+                    field.main.tooltip = field.tooltip
+                    field.on_error = self._on_field_error
+                    self.option_fields[key] = field
+            self._options_rule = cfg.rule
+            self.options_box.children = (
+                ([_section(f"{cfg.rule} options")] if self.option_fields else [])
+                + [f.box for f in self.option_fields.values()])
+        for field in self.option_fields.values():
+            field.show(cfg)
+
+    def _tooltips(self) -> dict[str, str]:
+        tips = {}
+        for field in [*self.fields.values(), *self.option_fields.values()]:
+            tips[field.css] = field.main.tooltip or field.tooltip
+        tips["fx-depth"] = "Number of hidden layers (0: a linear classifier)"
+        tips["fx-width"] = "Units in every hidden layer"
+        for b in (self.train, self.pause, self.step, self.stop, self.reset, self.pin,
+                  self.unpin, self.export):
+            tips[b._dom_classes[0]] = b.tooltip
+        tips["fx-load"] = "Open a zip made by Export to view and pin it"
+        tips["fx-layer"] = "Which layer's feedback and forward weights"
+        return tips
+
+    def _sync_layer_choices(self) -> None:
+        view = self.session.view
+        n_layers = (view.run.model.n_layers if view is not None
+                    else self._n_layers(self.session.config))
+        options = [(f"{n} of {n_layers}", n) for n in range(2, n_layers + 1)] or [("1 of 1", 1)]
+        with self._writing():
+            current = self.layer.value
+            values = [v for _, v in options]
+            if list(self.layer.options) != options:
+                self.layer.options = options
+            self.layer.value = current if current in values else values[-1]
+
+    def _shown_dataset(self) -> str:
+        view = self.session.view
+        return view.config.dataset if view is not None else self.session.config.dataset
+
+    def _sync_plot_grid(self) -> None:
+        # The panels follow the run shown (a 2-D run keeps its decision regions even
+        # when the controls moved to another dataset): no panel mixes datasets.
+        two_d = DATASETS[self._shown_dataset()].kind == "2d"
+        names = ["curves", "alignment", "landscape", "weights"]
+        if two_d:
+            names = ["boundary", *names]
+        boxes = [self.panels[n].box for n in names]
+        with self._writing():
+            if list(self.plots.children) != boxes:
+                self.plots.children = boxes
+
+    # =============================================================== status
+    def _set_notice(self, text: str, problem: bool = False) -> None:
+        self._notice, self._notice_is_problem = text, problem
+
+    def _displayed_status(self) -> tuple[str, str]:
+        """The badge and message: a run's end ("finished", "diverged") shows once
+        its last points are drawn."""
+        session = self.session
+        status, message = session.status, session.message
+        view = session.view
+        if status in ("finished", "diverged") and view is not None and (
+                self._drawn != (view.generation, len(view.rows), view.status)):
+            return "running", "drawing the last points"
+        return status, message
+
+    def _show_status(self) -> None:
+        session = self.session
+        status, message = self._displayed_status()
+        problem = status in ("diverged", "error")
+        if self._notice:
+            message, problem = self._notice, self._notice_is_problem or problem
+        css = " fx-message-problem" if problem else ""
+        warning = (f'<span class="fx-warning">⚠ {html.escape(session.warning)}</span>'
+                   if session.warning else "")
+        text = (f'<span class="fx-state fx-state-{status}">{status}</span>'
+                f'<span class="fx-message{css}">{html.escape(message)}</span>{warning}')
+        view = session.view
+        active = session.active
+        pinnable = (view is not None and bool(view.rows) and not active
+                    and all(e.generation != view.generation for e in session.pinned))
+        with self._writing():
+            if text != self._status_html:
+                self.status.value = self._status_html = text
+            self.train.disabled = active
+            self.train.tooltip = ("A run is going: Stop it (or change a setting) to start over"
+                                  if active else "Start a run with these settings")
+            self.pause.disabled = status not in ("running", "paused")
+            self.pause.description = "Resume" if status == "paused" else "Pause"
+            self.pause.icon = "play" if status == "paused" else "pause"
+            self.step.disabled = status != "paused"
+            self.stop.disabled = not active
+            self.reset.disabled = view is None and not active
+            self.pin.disabled = not pinnable
+            self.unpin.disabled = not session.pinned
+            self.export.disabled = view is None or not view.rows or active
+            self._show_progress()
+
+    def _show_progress(self) -> None:
+        session = self.session
+        progress = session.progress()
+        status = session.status
+        with self._writing():
+            if progress.total_steps:
+                self.progress.value = progress.fraction
+                if status == "running":
+                    left = (f" · {format_seconds(progress.eta)} left"
+                            if progress.eta is not None else "")
+                elif status == "paused":
+                    left = " · paused"
+                else:
+                    left = ""
+                text = (f"step {progress.step:,} / {progress.total_steps:,} · "
+                        f"{format_seconds(progress.elapsed)}{left}")
+            else:
+                self.progress.value = 0
+                text = "starting…" if status == "starting" else ""
+            if self.eta.value != text:
+                self.eta.value = text
+            self.progress.bar_style = {"finished": "success", "diverged": "danger",
+                                       "error": "danger", "paused": "warning"}.get(status, "info")
+
+    # ============================================================ listeners
+    def _on_status(self, session: TrainingSession) -> None:
+        # From the worker or the kernel thread (under the session's lock): a new status
+        # replaces older notes; the renderer draws what it means for the plots.
+        if session.status in ACTIVE and session.status != "paused":
+            self._set_notice("")
+        self._show_status()
+        self._request_render()
+
+    def _on_snapshot(self, session: TrainingSession, snapshot) -> None:
+        # The worker only flags new data; the renderer thread draws it.
+        self._request_render()
+
+    def _on_landscape(self, session: TrainingSession, pca, surface) -> None:
+        self._landscape = (session.generation, pca, surface)
+        self._request_render()
+
+    def _on_downloaded(self, name: str, size: int) -> None:
+        self._set_notice(f"Downloaded {name} ({size / 1e6:.1f} MB): run.json, "
+                         "weights.safetensors and the figures as HTML.")
+        self._show_status()
+
+    # ============================================================== drawing
+    def _request_render(self) -> None:
+        """Ask the renderer thread to redraw (it coalesces requests)."""
+        self._render_wanted.set()
+
+    def _render_loop(self) -> None:
+        while True:
+            self._render_wanted.wait()
+            if self._closing.is_set():
+                return
+            self._render_wanted.clear()
+            self._pacer.start()
+            try:
+                self._render_now()
+            except Exception:  # noqa: BLE001 - a drawing error must not kill the page
+                log.exception("redrawing the dashboard failed")
+            # Requests made meanwhile stay set: one redraw after the pause serves them all.
+            if self._closing.wait(self._pacer.pause(busy=self.session.status == "running")):
+                return
+
+    def _pinned_shown(self, dataset: str) -> tuple[list[views.PinnedRun], list[Any], int]:
+        """Pinned runs of ``dataset`` (a panel never mixes datasets) as PinnedRuns, their
+        entries, and how many pins of other datasets are left out."""
+        session = self.session
+        pins = list(session.pinned)  # the kernel thread may pin meanwhile
+        labels = difference_labels([e.config for e in pins] + [session.config])[:len(pins)]
+        for entry in pins:
+            if entry.generation not in self._pin_colors:
+                used = set(self._pin_colors.values())
+                free = [c for c in views.PINNED_COLORS if c not in used] or list(
+                    views.PINNED_COLORS)
+                self._pin_colors[entry.generation] = free[0]
+        alive = {e.generation for e in pins}
+        self._pin_colors = {g: c for g, c in self._pin_colors.items() if g in alive}
+        shown, entries = [], []
+        for label, entry in zip(labels, pins, strict=True):
+            if entry.dataset == dataset:
+                shown.append(views.PinnedRun(label, entry.history,
+                                             self._pin_colors[entry.generation]))
+                entries.append(entry)
+        return shown, entries, len(pins) - len(shown)
+
+    def _render_now(self) -> None:
+        """Draw the current state: the shown run's plots, or empty ones."""
+        self._retry = False
+        self._draw_state()
+        if self._retry:  # something waits for the page: look again after the pause
+            self._render_wanted.set()
+
+    def _draw_state(self) -> None:
+        session = self.session
+        view = session.view
+        config = session.config
+        self._sync_plot_grid()
+        dataset = self._shown_dataset()
+        pinned, entries, hidden = self._pinned_shown(dataset)
+        stale = view is not None and not session.matches_controls()
+        caption = run_caption(view, config)
+        if hidden:
+            caption += f" · {hidden} pin{'s' if hidden > 1 else ''} of other datasets not shown"
+        problem = "diverged" if view is not None and view.status == "diverged" else ""
+        final = view is not None and view.status in TERMINAL
+        pins_key = tuple((e.generation, p.label, p.color) for e, p in zip(entries, pinned,
+                                                                           strict=True))
+        generation = view.generation if view is not None else -session.generation
+        n_rows = len(view.rows) if view is not None else 0
+        now = self._clock()
+
+        if view is not None and self.layer.options and len(self.layer.options) != max(
+                1, view.run.model.n_layers - 1):
+            self._sync_layer_choices()
+        direct = view is not None and view.run.rule.feedback_kind == "direct" or (
+            view is None and RULES[config.rule].feedback_kind == "direct")
+        n_layers = view.run.model.n_layers if view is not None else self._n_layers(config)
+
+        # Curves and alignment: whole figures at a new run, new pins or the end; in
+        # between only the new points.
+        weight_title = views.DIRECT_ANGLE_TITLE if direct else views.WEIGHT_ANGLE_TITLE
+        self._draw_lines(
+            "curves", (generation, pins_key, final), view, n_rows,
+            lambda: views.curves_figure(view.history if view else None, pinned),
+            {i: c for i, c in enumerate(views.CURVE_COLUMNS)}, caption, stale, problem)
+        columns = [f"weight_angle/{l}" for l in range(1, n_layers + 1)] + [
+            f"grad_angle/{l}" for l in range(1, n_layers + 1)]
+        self._draw_lines(
+            "alignment", (generation, pins_key, final, n_layers, weight_title), view, n_rows,
+            lambda: views.alignment_figure(view.history if view else None, n_layers, pinned,
+                                           weight_title=weight_title),
+            dict(enumerate(columns)), caption, stale, problem)
+
+        # Weights, decision regions: whole figures, every few seconds while training.
+        layer = min(max(1, self.layer.value or 1), n_layers)
+        self._draw_paced("weights", (generation, layer, final), now, WEIGHTS_INTERVAL,
+                         lambda: self._weights_figure(view, layer, direct), caption, stale,
+                         problem)
+        if DATASETS[dataset].kind == "2d":
+            self._draw_paced("boundary", (generation, final), now, BOUNDARY_INTERVAL,
+                             lambda: self._boundary_figure(view), caption, stale, problem)
+        land = self._landscape if (self._landscape is not None and view is not None
+                                   and self._landscape[0] == view.generation) else None
+        self._draw_paced("landscape", (generation, id(land)), now, math.inf,
+                         lambda: self._landscape_figure(view, land), caption, stale, problem)
+
+        table = self._table(view, pinned, entries)
+        with self._writing():
+            if table != self._table_html:
+                self.table.value = self._table_html = table
+        if view is not None and final:
+            busy = any(p.plot.busy for p in self.panels.values())
+            drawn = (view.generation, n_rows, view.status)
+            if busy:
+                self._retry = True
+            elif self._drawn != drawn:
+                self._drawn = drawn
+                self._show_status()
+        self._show_progress()
+
+    def _send_figure(self, panel: Panel, figure: go.Figure, caption: str, stale: bool,
+              problem: str) -> None:
+        figure, title = views.panel_figure(figure, PANEL_HEIGHT)
+        panel.shown_title = title or panel.title
+        with self._writing():
+            panel.set_caption(panel.shown_title, caption, stale, problem)
+            panel.plot.show(figure)
+
+    def _draw_lines(self, name: str, key: Any, view: RunView | None, n_rows: int,
+                    build: Callable[[], go.Figure], columns: dict[int, str], caption: str,
+                    stale: bool, problem: str) -> None:
+        panel = self.panels[name]
+        if key != panel.key or panel.plot.needs_full or n_rows < panel.rows:
+            self._send_figure(panel, build(), caption, stale, problem)
+            panel.key, panel.rows = key, n_rows
+            return
+        with self._writing():
+            panel.set_caption(panel.shown_title, caption, stale, problem)
+        if view is None or n_rows == panel.rows:
+            return
+        if panel.plot.busy:
+            self._retry = True  # the page is still drawing the last update: come back
+            return
+        new = view.rows[panel.rows:n_rows]
+        points = {index: views.rows_series(new, column) for index, column in columns.items()}
+        with self._writing():
+            panel.plot.extend(points)
+        panel.rows = n_rows
+
+    def _draw_paced(self, name: str, key: Any, now: float, interval: float,
+                    build: Callable[[], go.Figure], caption: str, stale: bool,
+                    problem: str) -> None:
+        panel = self.panels[name]
+        due = now - panel.sent_at >= interval and self.session.status == "running"
+        if key != panel.key or panel.plot.needs_full or (due and not panel.plot.busy):
+            figure = build()
+            self._send_figure(panel, figure, caption, stale, problem)
+            panel.key, panel.sent_at = key, now
+        else:
+            if due:
+                self._retry = True  # the page is still drawing the last one: come back
+            with self._writing():
+                panel.set_caption(panel.shown_title, caption, stale, problem)
+
+    def _weights_figure(self, view: RunView | None, layer: int, direct: bool) -> go.Figure:
+        labels = views.DIRECT_LABELS if direct else views.WEIGHT_LABELS
+        if view is None:
+            return views.weights_figure(None, None, layer, labels=labels)
+        run = view.run
+        model, rule = run.model, run.rule
+        try:
+            x = run.data.x_train[:256] if direct else None
+        except Exception:  # noqa: BLE001 - a loaded run's data may be unavailable
+            x = None
+        pair = None
+        if layer >= 1 and (x is not None or not direct):
+            pair = rule.alignment_target(model, layer - 1, x)
+        if pair is None:
+            return views.weights_figure(model.layers[layer - 1].weight.detach(), None, layer,
+                                        labels=labels)
+        feedback, target = pair
+        return views.weights_figure(target, feedback, layer, labels=labels)
+
+    def _boundary_figure(self, view: RunView | None) -> go.Figure:
+        if view is None or DATASETS[view.config.dataset].kind != "2d":
+            return views.boundary_figure(None, None, None, None)
+        from ..analysis import decision_grid
+
+        data = view.run.data  # the run's own data: the settings may have moved on
+        grid = decision_grid(view.run.model, data.x_train, resolution=60)
+        return views.boundary_figure(grid, data.x_train, data.y_train, data.class_names)
+
+    def _landscape_figure(self, view: RunView | None, land) -> go.Figure:
+        if view is not None and view.source == "loaded":
+            return views.landscape_figure(None, None, empty_text=(
+                "A saved run keeps no trajectory of its weights:<br>"
+                "its loss landscape is drawn only while it trains."))
+        if land is None:
+            return views.landscape_figure(None, None)
+        return views.landscape_figure(land[2], land[1])
+
+    def _table(self, view: RunView | None, pinned: list[views.PinnedRun], entries) -> str:
+        if view is None or not pinned:
+            return ""
+        runs = [(view.request, view, views.LIVE_COLOR, True)] + [
+            (e.config, e.view, p.color, False) for p, e in zip(pinned, entries, strict=True)]
+        labels = difference_labels([c for c, _, _, _ in runs])
+        rows = []
+        for label, (_, shown, color, live) in zip(labels, runs, strict=True):
+            if shown is None:
+                continue
+            last = shown.final
+            n = shown.run.model.n_layers
+            rows.append(views.TableRow(
+                ("this run: " if live else "") + label, color, shown.status,
+                float(last.get("test_acc", math.nan)),
+                [last.get(f"weight_angle/{k}", math.nan) for k in range(1, n + 1)],
+                [last.get(f"grad_angle/{k}", math.nan) for k in range(1, n + 1)],
+                int(last.get("step", 0) or 0), float(last.get("time", math.nan)), live=live))
+        return views.comparison_html(rows)
+
+    # ============================================================= handlers
+    def _guard(self, handler: Callable[..., None]) -> Callable[..., None]:
+        """Run a UI handler; any error goes to the status line in plain words and
+        its traceback to the server log, never to the page."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                handler(*args)
+            except ValueError as exc:
+                self._set_notice(plain_message(exc), problem=True)
+                self._show_status()
+            except Exception as exc:  # noqa: BLE001
+                log.exception("dashboard action failed")
+                self._set_notice(f"Something went wrong: {plain_message(exc)}", problem=True)
+                self._show_status()
+
+        return guarded
+
+    def _on_typed(self, css: str, text: str) -> None:
+        """A number typed into a slider's readout (before the slider clamps it)."""
+        for field in [*self.fields.values(), *self.option_fields.values()]:
+            if field.css == css and hasattr(field, "take_typed"):
+                field.take_typed(text)
+
+    def _on_field_error(self, field: Field, error: ValueError) -> None:
+        self._sync_controls()  # put the control back: the config did not change
+        self._set_notice(f"Can't use that: {plain_message(error)}", problem=True)
+        self._show_status()
+
+    def _on_field(self, field: Field, value: Any, note: str) -> None:
+        def apply() -> None:
+            changes = field.changes(value, self.session.config)
+            self._apply_changes(changes, field.setting.label, note)
+
+        self._guard(apply)()
+
+    def _apply_changes(self, changes: dict[str, Any], what: str, note: str = "") -> None:
+        session = self.session
+        try:
+            new, rule_note = change_config(session.config, **changes)
+        except ValueError as exc:
+            self._sync_controls()  # put the control back: the config did not change
+            self._set_notice(f"Can't use that: {plain_message(exc)}", problem=True)
+            self._show_status()
+            return
+        outcome = session.set_config(new, reason=f"{what} changed")
+        self._sync_controls()
+        self._request_render()
+        live = ("" if outcome != "live" else
+                f"{what} changed live: the run goes on with it from the next step.")
+        stopped = (f"{what} changed: the run was stopped; press Train to start a new one."
+                   if outcome == "stopped" else "")
+        notes = [n for n in (note, rule_note, live, stopped) if n]
+        self._set_notice(" ".join(notes), problem=bool(note))
+        self._show_status()
+
+    def _on_rule_defaults(self, _button) -> None:
+        self._apply_changes({f: None for f in RULE_DEFAULT_FIELDS}, "hyperparameters")
+
+    def _on_experiment(self, query: str) -> None:
+        config, problem = config_from_query(query)
+        if problem:
+            raise ValueError(problem)
+        outcome = self.session.set_config(config, reason="an experiment was opened")
+        self._sync_controls()
+        self._request_render()
+        guide = self._guides.get(query, "")
+        stopped = " (the run going was stopped)" if outcome == "stopped" else ""
+        self._set_notice(f"Experiment set{stopped}: {guide}")
+        self._show_status()
+
+    def _on_train(self, _button) -> None:
+        if self.session.active:  # a second click before the button disabled itself
+            return
+        self._set_notice("")
+        self._drawn = None
+        self.session.start()
+
+    def _on_pause(self, _button) -> None:
+        if self.session.status == "paused":
+            self.session.resume()
+        elif not self.session.pause():
+            raise ValueError("Nothing to pause: the run is still starting or has just ended.")
+
+    def _on_step(self, _button) -> None:
+        if not self.session.step():
+            raise ValueError("Step works while a run is paused: press Pause first.")
+
+    def _on_stop(self, _button) -> None:
+        if not self.session.stop():
+            raise ValueError("Nothing to stop: no run is going.")
+
+    def _on_reset(self, _button) -> None:
+        self.session.reset()
+        self._landscape = None
+        self._sync_layer_choices()
+        self._request_render()
+        self._set_notice("")
+        self._show_status()
+
+    def _on_pin(self, _button) -> None:
+        note = self.session.pin()
+        self._request_render()
+        self._set_notice(note)
+        self._show_status()
+
+    def _on_unpin(self, _button) -> None:
+        had = len(self.session.pinned)
+        self.session.clear_pinned()
+        self._request_render()
+        self._set_notice(f"unpinned {had} run(s)" if had else "No pinned runs to clear.",
+                         problem=not had)
+        self._show_status()
+
+    def export_figures(self) -> dict[str, go.Figure]:
+        """The shown run's figures, whole and titled (for Export)."""
+        view = self.session.view
+        if view is None:
+            return {}
+        pinned, _, _ = self._pinned_shown(view.config.dataset)
+        direct = view.run.rule.feedback_kind == "direct"
+        n_layers = view.run.model.n_layers
+        land = self._landscape if (self._landscape is not None
+                                   and self._landscape[0] == view.generation) else None
+        layer = min(max(1, self.layer.value or 1), n_layers)
+        figures = {
+            "curves": views.curves_figure(view.history, pinned),
+            "alignment": views.alignment_figure(
+                view.history, n_layers, pinned,
+                weight_title=views.DIRECT_ANGLE_TITLE if direct else views.WEIGHT_ANGLE_TITLE),
+            "landscape": self._landscape_figure(view, land),
+            "weights": self._weights_figure(view, layer, direct),
+        }
+        if DATASETS[view.config.dataset].kind == "2d":
+            figures["boundary"] = self._boundary_figure(view)
+        return figures
+
+    def _on_export(self, _button) -> None:
+        self.session._exportable()  # a plain-words error before any work
+        figures = self.export_figures()
+        name, data = self.session.export_zip(figures)
+        self.downloader.download(name, data)
+        self._set_notice(f"Downloading {name} ({len(data) / 1e6:.1f} MB): run.json, "
+                         f"weights.safetensors and {len(figures)} figures as HTML.")
+        self._show_status()
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        item = files[0]
+        name = item.get("name", "run.zip") if isinstance(item, dict) else getattr(
+            item, "name", "run.zip")
+        content = item.get("content") if isinstance(item, dict) else item.content
+        try:
+            self.session.load_zip(bytes(content), name)
+        finally:
+            with self._writing():
+                self.upload.value = ()
+        self._landscape = None
+        self._drawn = None
+        self._sync_controls()
+        self._request_render()
+        self._set_notice("")
+        self._show_status()
+
+    # ============================================================== closing
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the run, join the threads and close the widgets. ``timeout`` bounds
+        each join (``None``: wait for every thread, as the tests do)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.session.close(timeout)
+        self._closing.set()
+        self._render_wanted.set()
+        if self._renderer.is_alive() and self._renderer is not threading.current_thread():
+            self._renderer.join(timeout)
+        if Dashboard._previous is not None and Dashboard._previous() is self:
+            Dashboard._previous = None
+        super().close()
 
 
 class RedrawPacer:
@@ -70,675 +1140,5 @@ class RedrawPacer:
         spent = 0.0 if self._started is None else max(0.0, self.clock() - self._started)
         return max(self.interval - spent, self.rest * spent if busy else 0.0, 0.0)
 
-_CSS = """
-<style>
-.fx-dashboard { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-  color: #222; max-width: 1500px; }
-.fx-dashboard .fx-header h2 { margin: 4px 0 2px 0; font-size: 20px; font-weight: 600; }
-.fx-dashboard .fx-header p { margin: 0 0 6px 0; color: #555; font-size: 13px; }
-.fx-controls { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 6px;
-  padding: 6px 8px; }
-.fx-controls .fx-section { margin: 8px 0 2px 0; font-size: 11px; font-weight: 700;
-  letter-spacing: .06em; text-transform: uppercase; color: #667; }
-.fx-controls .widget-label { color: #333; }
-.fx-hint { font-size: 11px; line-height: 1.3; color: #777; margin: -2px 0 4px 4px; }
-.fx-hint:empty { display: none; }
-.fx-rule-info { font-size: 12px; line-height: 1.35; color: #444; margin: 0 0 4px 4px; }
-.fx-rule-info i { color: #666; }
-.fx-status { font-size: 14px; min-height: 22px; }
-.fx-state { display: inline-block; padding: 1px 8px; margin-right: 8px; border-radius: 10px;
-  font-weight: 600; font-size: 12px; background: #e8e8ee; color: #333; }
-.fx-state-running { background: #dbeafe; color: #1d4ed8; }
-.fx-state-paused { background: #fef3c7; color: #92400e; }
-.fx-state-finished { background: #dcfce7; color: #166534; }
-.fx-state-stopped { background: #ececec; color: #444; }
-.fx-state-diverged, .fx-state-error { background: #fee2e2; color: #991b1b; }
-.fx-message-problem { color: #b91c1c; }
-.fx-eta { font-size: 12px; color: #555; white-space: nowrap; }
-.fx-toolbar .widget-button { font-weight: 600; }
-.fx-plot { border: 1px solid #ececf0; border-radius: 6px; overflow: hidden;
-  background: white; }
-</style>
-"""
 
-_HEADER = """
-<h2>Learning without weight transport</h2>
-<p>Backpropagation sends errors back through the transposed forward weights. Feedback
-alignment and its family send them through other matrices, and the forward weights
-learn to <b>align</b> with that feedback. Pick a rule, press <b>Train</b>, and watch the
-angles.</p>
-"""
-
-DESCRIPTION_WIDTH = "92px"
-CONTROL_WIDTH = "318px"
-
-
-def _plot(figure: go.Figure, css_class: str, carry_plotly: bool = False) -> PlotlyView:
-    view = PlotlyView(figure, carry_plotly=carry_plotly)
-    view.add_class(css_class)
-    view.add_class("fx-plot")
-    return view
-
-
-def _hint(css_class: str = "fx-hint") -> widgets.HTML:
-    hint = widgets.HTML("")
-    hint.add_class(css_class)
-    return hint
-
-
-def _section(title: str) -> widgets.HTML:
-    label = widgets.HTML(html.escape(title))
-    label.add_class("fx-section")
-    return label
-
-
-class Dashboard(widgets.VBox):
-    """The alignment dashboard: controls on the left, live plots on the right.
-
-    ``Dashboard()`` displays itself in JupyterLab. ``config`` presets the
-    controls; ``query`` (a page URL's query string, as Voilà passes it in the
-    ``QUERY_STRING`` environment variable) does the same and reports a bad link
-    in the status line instead of failing. Nothing trains until Train is pressed.
-    ``warm_up=False`` skips the background warm-up (tests); ``clock`` paces the
-    redraws (:class:`RedrawPacer`; tests pass a fake one).
-    """
-
-    def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
-                 landscape_interval: float | None = 3.0, warm_up: bool = True,
-                 clock: Callable[[], float] = time.monotonic):
-        link_problem = ""
-        if query:
-            config, link_problem = config_from_query(query)
-        self.session = TrainingSession(
-            config or RunConfig(), on_status=self._on_status, on_snapshot=self._on_snapshot,
-            on_landscape=self._on_landscape, landscape_interval=landscape_interval)
-        # Status, progress and layer widgets are written from several threads; the
-        # figures only by the renderer thread (and here, before it starts).
-        self._widget_lock = threading.RLock()
-        self._syncing = False
-        self._render_wanted = threading.Event()
-        self._closing = threading.Event()
-        self._landscape: tuple[Any, Any] | None = None  # (pca, surface) of the live run
-        self._landscape_drawn = True
-        self._pacer = RedrawPacer(clock=clock)
-        self._renderer = threading.Thread(target=self._render_loop, name="fx-render",
-                                          daemon=True)
-        self._notice = ""  # a message about the last action, shown after the status
-        self._notice_is_problem = False
-
-        self._build_controls()
-        self._build_plots()
-        self._build_toolbar()
-        super().__init__(children=self._layout())
-        self.add_class("fx-dashboard")
-        self._sync_controls()
-        self._render_now()  # the empty plots, synchronously: the page shows them at once
-        if link_problem:
-            self._set_notice(link_problem, problem=True)
-        self._show_status()
-        self._renderer.start()
-        if warm_up:
-            self.session.warm_up()
-
-    # ================================================================ widgets
-    def _build_controls(self) -> None:
-        style = {"description_width": DESCRIPTION_WIDTH}
-        wide = widgets.Layout(width=CONTROL_WIDTH)
-
-        def dropdown(description, options, css, tooltip):
-            w = widgets.Dropdown(options=options, description=description, style=style,
-                                 layout=wide, tooltip=tooltip)
-            w.add_class(css)
-            return w
-
-        def int_box(description, low, high, css, tooltip):
-            w = widgets.BoundedIntText(min=low, max=high, description=description,
-                                       style=style, layout=wide, tooltip=tooltip)
-            w.add_class(css)
-            return w
-
-        rule_options = [(self._rule_label(name), name) for name in RULES]
-        self.rule = dropdown("rule", rule_options, "fx-rule",
-                             "How errors travel back to the hidden layers")
-        self.rule_info = _hint("fx-rule-info")
-        self.dataset = dropdown("dataset", [], "fx-dataset", "What the network learns")
-        self.dataset_info = _hint()
-        self.model = dropdown("model", [], "fx-model",
-                              "MLP: fully connected. CNN: convolutions, then the MLP layers")
-        self.model_hint = _hint()
-        self.depth = widgets.IntSlider(min=1, max=5, description="depth", style=style,
-                                       layout=wide, continuous_update=False,
-                                       tooltip="Number of hidden layers")
-        self.depth.add_class("fx-depth")
-        self.width = int_box("width", 2, 2048, "fx-width", "Units per hidden layer")
-        self.hidden_hint = _hint()
-        self.activation = dropdown("activation", list(SETTINGS["activation"].allowed_choices()),
-                                   "fx-activation", "Hidden nonlinearity")
-
-        self.angle_random = widgets.Checkbox(
-            description="random feedback (no set angle)", indent=False,
-            layout=widgets.Layout(width=CONTROL_WIDTH),
-            tooltip="Off: start each feedback matrix at the chosen angle to its forward "
-                    "weights (soft initial alignment)")
-        self.angle_random.add_class("fx-angle-random")
-        self.angle = widgets.FloatSlider(min=0, max=180, step=5, description="init angle",
-                                         style=style, layout=wide, continuous_update=False,
-                                         readout_format=".0f",
-                                         tooltip="Angle (degrees) between each feedback "
-                                                 "matrix and its forward weights at the start")
-        self.angle.add_class("fx-angle")
-        self.angle_hint = _hint()
-        self.sparsity = widgets.FloatSlider(min=0, max=0.95, step=0.05, description="sparsity",
-                                            style=style, layout=wide, continuous_update=False,
-                                            readout_format=".2f",
-                                            tooltip="Fraction of feedback weights set to zero")
-        self.sparsity.add_class("fx-sparsity")
-        self.sparsity_hint = _hint()
-        self.expansion = dropdown("expansion", [], "fx-expansion",
-                                  "PFA: width multiple of the intermediate feedback layer")
-        self.expansion_hint = _hint()
-
-        self.optimizer = dropdown("optimizer", list(SETTINGS["optimizer"].allowed_choices()),
-                                  "fx-optimizer",
-                                  "Optimizer stepping the gradients the rule computes")
-        self.lr = widgets.FloatLogSlider(min=-5, max=0, step=0.1, base=10,
-                                         description="learn. rate", style=style, layout=wide,
-                                         continuous_update=False, readout_format=".1e",
-                                         tooltip="Learning rate (log scale)")
-        self.lr.add_class("fx-lr")
-        self.batch_size = int_box("batch size", 1, 65536, "fx-batch", "Examples per step")
-        self.epochs = int_box("epochs", 1, 100_000, "fx-epochs", "Passes over the training set")
-        self.defaults_hint = _hint()
-        self.rule_defaults = widgets.Button(
-            description="rule defaults", icon="undo", layout=widgets.Layout(width="130px"),
-            tooltip="Optimizer, learning rate, batch size and epochs back to the rule's defaults")
-        self.rule_defaults.add_class("fx-defaults")
-        self.seed = int_box("seed", 0, 2**31 - 1, "fx-seed",
-                            "Seeds weights, feedback and batch order: same seed, same run")
-        self.device = dropdown("device", device_choices(), "fx-device",
-                               "Where training runs (cuda only when a GPU is present)")
-
-        self.link = CopyLink(in_voila=bool(os.environ.get("QUERY_STRING") is not None
-                                           and os.environ.get("SERVER_SOFTWARE", "")
-                                           .startswith("voila")))
-        self.link.add_class("fx-link")
-
-        fields: list[tuple[widgets.Widget, Callable[[Any], dict[str, Any]]]] = [
-            (self.rule, lambda v: {"rule": v}),
-            (self.dataset, lambda v: {"dataset": v}),
-            (self.model, lambda v: {"model": v}),
-            (self.depth, lambda v: {"hidden": (self.width.value,) * v}),
-            (self.width, lambda v: {"hidden": (v,) * self.depth.value}),
-            (self.activation, lambda v: {"activation": v}),
-            (self.angle_random, lambda v: {"init_angle": None if v else self.angle.value}),
-            (self.angle, lambda v: {"init_angle": v}),
-            (self.sparsity, lambda v: {"feedback_sparsity": v}),
-            (self.expansion, lambda v: {"expansion_ratio": v or None}),
-            (self.optimizer, lambda v: {"optimizer": v}),
-            (self.lr, lambda v: {"lr": float(f"{v:.3g}")}),
-            (self.batch_size, lambda v: {"batch_size": v}),
-            (self.epochs, lambda v: {"epochs": v}),
-            (self.seed, lambda v: {"seed": v}),
-            (self.device, lambda v: {"device": v}),
-        ]
-        for control, to_changes in fields:
-            control.observe(self._control_handler(control, to_changes), names="value")
-        self.rule_defaults.on_click(self._guard(self._on_rule_defaults))
-
-    def _build_toolbar(self) -> None:
-        def button(description, css, icon, tooltip, style=""):
-            b = widgets.Button(description=description, icon=icon, tooltip=tooltip,
-                               button_style=style, layout=widgets.Layout(width="auto"))
-            b.add_class(css)
-            return b
-
-        self.train = button("Train", "fx-train", "play", "Start a run with these settings",
-                            "primary")
-        self.pause = button("Pause", "fx-pause", "pause", "Pause or resume the run")
-        self.stop = button("Stop", "fx-stop", "stop", "Stop the run")
-        self.reset = button("Reset", "fx-reset", "refresh",
-                            "Stop and clear the current run (pinned runs stay)")
-        self.pin = button("Pin", "fx-pin", "thumb-tack",
-                          "Keep this run's curves as faint lines to compare with the next")
-        self.unpin = button("Clear pins", "fx-unpin", "times", "Forget the pinned runs")
-        self.export = button("Export", "fx-export", "download",
-                             "Save the run (config, history, weights) and the figures as HTML")
-        self.progress = widgets.FloatProgress(min=0, max=1, value=0,
-                                              layout=widgets.Layout(width="260px"))
-        self.progress.add_class("fx-progress")
-        self.eta = widgets.HTML("")
-        self.eta.add_class("fx-eta")
-        self.status = widgets.HTML("")
-        self.status.add_class("fx-status")
-
-        self.train.on_click(self._guard(self._on_train))
-        self.pause.on_click(self._guard(self._on_pause))
-        self.stop.on_click(self._guard(self._on_stop))
-        self.reset.on_click(self._guard(self._on_reset))
-        self.pin.on_click(self._guard(self._on_pin))
-        self.unpin.on_click(self._guard(self._on_unpin))
-        self.export.on_click(self._guard(self._on_export))
-
-    def _build_plots(self) -> None:
-        cfg = self.session.config
-        # The first plot carries plotly.js for the page.
-        self.curves_plot = _plot(views.curves_figure(None), "fx-plot-curves", carry_plotly=True)
-        self.alignment_plot = _plot(
-            views.alignment_figure(None, self._n_layers(cfg)), "fx-plot-alignment")
-        self.landscape_plot = _plot(views.landscape_figure(None, None),
-                                             "fx-plot-landscape")
-        self.boundary_plot = _plot(views.boundary_figure(None, None, None, None),
-                                            "fx-plot-boundary")
-        self.weights_plot = _plot(views.weights_figure(None, None, 1),
-                                           "fx-plot-weights")
-        self.layer = widgets.Dropdown(description="layer", style={"description_width": "40px"},
-                                      layout=widgets.Layout(width="160px"),
-                                      tooltip="Which layer's forward and feedback weights")
-        self.layer.add_class("fx-layer")
-        self.layer.observe(self._guard(
-            lambda change: None if self._syncing else self._request_render()), names="value")
-        self.weights_panel = widgets.VBox([self.layer, self.weights_plot])
-        self.plots = widgets.GridBox(
-            layout=widgets.Layout(grid_template_columns="repeat(2, minmax(0, 1fr))",
-                                  grid_gap="8px", width="100%"))
-        self.plots.add_class("fx-plots")
-
-    def _layout(self) -> list[widgets.Widget]:
-        css = widgets.HTML(_CSS)
-        header = widgets.HTML(_HEADER)
-        header.add_class("fx-header")
-        controls = widgets.VBox(
-            [_section("Learning rule"), self.rule, self.rule_info,
-             _section("Data"), self.dataset, self.dataset_info,
-             _section("Network"), self.model, self.model_hint, self.depth, self.width,
-             self.hidden_hint, self.activation,
-             _section("Feedback"), self.angle_random, self.angle, self.angle_hint,
-             self.sparsity, self.sparsity_hint, self.expansion, self.expansion_hint,
-             _section("Optimisation"), self.optimizer, self.lr, self.batch_size, self.epochs,
-             widgets.HBox([self.rule_defaults, self.defaults_hint],
-                          layout=widgets.Layout(align_items="center")),
-             self.seed, self.device,
-             _section("Share"), self.link],
-            layout=widgets.Layout(width="340px", min_width="340px", flex="0 0 340px"))
-        controls.add_class("fx-controls")
-        toolbar = widgets.HBox(
-            [self.train, self.pause, self.stop, self.reset,
-             widgets.HTML("&nbsp;"), self.pin, self.unpin, self.export],
-            layout=widgets.Layout(flex_flow="row wrap", align_items="center"))
-        toolbar.add_class("fx-toolbar")
-        progress_row = widgets.HBox([self.progress, self.eta],
-                                    layout=widgets.Layout(align_items="center"))
-        right = widgets.VBox([toolbar, progress_row, self.status, self.plots],
-                             layout=widgets.Layout(flex="1 1 auto", min_width="0",
-                                                   margin="0 0 0 10px"))
-        body = widgets.HBox([controls, right], layout=widgets.Layout(width="100%",
-                                                                     align_items="flex-start"))
-        return [css, header, body]
-
-    # ============================================================ sync state
-    @staticmethod
-    def _rule_label(name: str) -> str:
-        description = RULES[name].description
-        title = description.split(":")[0] if ":" in description else ""
-        return f"{name} — {title}" if title and len(title) <= 40 else name
-
-    @staticmethod
-    def _n_layers(cfg: RunConfig) -> int:
-        return len(cfg.hidden) + 1 + (len(cfg.channels) if cfg.model == "cnn" else 0)
-
-    def _sync_controls(self) -> None:
-        """Show the session's config in the controls, enable what applies and say
-        why the rest is disabled."""
-        cfg = self.session.config
-        resolved = cfg.resolve()
-        rule = RULES[cfg.rule]
-        reasons = disabled_reasons(cfg)
-        self._syncing = True
-        try:
-            self.rule.value = cfg.rule
-            self.rule_info.value = (f"{html.escape(rule.description)}<br><i>"
-                                    f"{html.escape(rule.paper)}</i>")
-            self.dataset.options = dataset_choices(cfg)
-            self.dataset.value = cfg.dataset
-            spec = DATASETS[cfg.dataset]
-            self.dataset_info.value = html.escape(getattr(spec, "description", ""))
-            self.model.options = model_choices(cfg)
-            self.model.value = cfg.model
-            self._apply_reason(self.model, self.model_hint, reasons["model"],
-                               "MLP: fully connected. CNN: convolutions, then the MLP layers")
-            uniform = len(set(cfg.hidden)) <= 1
-            self.depth.value = max(self.depth.min, min(self.depth.max, len(cfg.hidden)))
-            self.width.value = cfg.hidden[0] if cfg.hidden else self.width.value
-            self.hidden_hint.value = ("" if uniform else
-                                      f"hidden layers from the link: {cfg.hidden}; changing "
-                                      "depth or width makes them all equal")
-            self.activation.value = cfg.activation
-
-            angle_reason = reasons["init_angle"]
-            self.angle_random.value = cfg.init_angle is None
-            if cfg.init_angle is not None:
-                self.angle.value = cfg.init_angle
-            self.angle_random.disabled = angle_reason is not None
-            self.angle.disabled = angle_reason is not None or cfg.init_angle is None
-            used_by = f" Used by: {', '.join(rules_using('init_angle'))}."
-            self.angle.tooltip = (angle_reason + used_by) if angle_reason else (
-                "Untick 'random feedback' to set the angle" if cfg.init_angle is None
-                else "Angle (degrees) between each feedback matrix and its forward weights "
-                     "at the start")
-            self.angle_random.tooltip = (angle_reason + used_by) if angle_reason else (
-                "Off: start each feedback matrix at the chosen angle to its forward "
-                "weights (soft initial alignment)")
-            self.angle_hint.value = html.escape(angle_reason or "")
-
-            self.sparsity.value = cfg.feedback_sparsity
-            self._apply_reason(self.sparsity, self.sparsity_hint, reasons["feedback_sparsity"],
-                               "Fraction of feedback weights set to zero",
-                               rules_using("feedback_sparsity"))
-            self.expansion.options = expansion_choices(cfg)
-            self.expansion.value = cfg.expansion_ratio or RULE_DEFAULT_CHOICE
-            self._apply_reason(self.expansion, self.expansion_hint, reasons["expansion_ratio"],
-                               "PFA: width multiple of the intermediate feedback layer",
-                               rules_using("expansion_ratio"))
-
-            self.optimizer.value = resolved.optimizer
-            self.lr.value = resolved.lr
-            self.batch_size.value = resolved.batch_size
-            self.epochs.value = resolved.epochs
-            chosen = [f for f in RULE_DEFAULT_FIELDS if getattr(cfg, f) is not None]
-            self.defaults_hint.value = html.escape(
-                f"{rule.name}'s defaults" if not chosen else "set: " + ", ".join(chosen))
-            self.rule_defaults.disabled = not chosen
-            self.seed.value = cfg.seed
-            devices = device_choices()
-            if cfg.device not in [v for _, v in devices]:  # e.g. a link made on a GPU box
-                devices.append((f"{cfg.device} (not available here)", cfg.device))
-            self.device.options = devices
-            self.device.value = cfg.device
-            self.link.query = cfg.to_query()
-        finally:
-            self._syncing = False
-        self._sync_layer_choices()
-        self._sync_plot_grid()
-
-    @staticmethod
-    def _apply_reason(control: widgets.Widget, hint: widgets.HTML, reason: str | None,
-                      help_text: str, used_by: list[str] | None = None) -> None:
-        """Enable the control, or disable it and show why (the tooltip also says
-        which rules use it)."""
-        control.disabled = reason is not None
-        users = f" Used by: {', '.join(used_by)}." if used_by else ""
-        control.tooltip = help_text if reason is None else reason + users
-        hint.value = html.escape(reason or "")
-
-    def _sync_layer_choices(self) -> None:
-        with self._widget_lock:
-            self._sync_layer_choices_locked()
-
-    def _sync_layer_choices_locked(self) -> None:
-        run = self.session.run
-        n_layers = run.model.n_layers if run is not None else self._n_layers(self.session.config)
-        options = [(f"{n} of {n_layers}", n) for n in range(2, n_layers + 1)] or [("1 of 1", 1)]
-        current = self.layer.value
-        values = [v for _, v in options]
-        syncing, self._syncing = self._syncing, True
-        try:
-            self.layer.options = options
-            self.layer.value = current if current in values else values[0]
-        finally:
-            self._syncing = syncing
-
-    def _sync_plot_grid(self) -> None:
-        two_d = DATASETS[self.session.config.dataset].kind == "2d"
-        panels = [self.curves_plot, self.alignment_plot, self.landscape_plot,
-                  self.weights_panel]
-        if two_d:
-            panels = [self.boundary_plot, *panels]
-        if list(self.plots.children) != panels:
-            self.plots.children = panels
-
-    # =============================================================== status
-    def _set_notice(self, text: str, problem: bool = False) -> None:
-        self._notice, self._notice_is_problem = text, problem
-
-    def _show_status(self) -> None:
-        session = self.session
-        status = session.status
-        message = session.message
-        problem = status in ("diverged", "error")
-        if self._notice:
-            message, problem = self._notice, self._notice_is_problem or problem
-        css = " fx-message-problem" if problem else ""
-        with self._widget_lock:
-            self.status.value = (f'<span class="fx-state fx-state-{status}">{status}</span>'
-                                 f'<span class="fx-message{css}">{html.escape(message)}</span>')
-            active = session.active
-            self.train.disabled = active
-            self.train.tooltip = ("A run is going: Stop it (or change a setting) to start over"
-                                  if active else "Start a run with these settings")
-            self.pause.disabled = not active
-            self.pause.description = "Resume" if status == "paused" else "Pause"
-            self.pause.icon = "play" if status == "paused" else "pause"
-            self.stop.disabled = not active
-            self._show_progress()
-
-    def _show_progress(self) -> None:
-        progress = self.session.progress()
-        if progress.total_steps:
-            self.progress.value = progress.fraction
-            left = (f" · {format_seconds(progress.eta)} left"
-                    if self.session.active and progress.eta is not None else "")
-            self.eta.value = (f"step {progress.step:,} / {progress.total_steps:,} · "
-                              f"{format_seconds(progress.elapsed)}{left}")
-        else:
-            self.progress.value = 0
-            self.eta.value = ""
-        self.progress.bar_style = {"finished": "success", "diverged": "danger",
-                                   "error": "danger", "paused": "warning"}.get(
-                                       self.session.status, "info")
-
-    # ============================================================ listeners
-    def _on_status(self, session: TrainingSession) -> None:
-        # From the worker or the kernel thread; a new status replaces older notes.
-        self._set_notice("")
-        self._show_status()
-        if not session.active:  # the last points of a run, or the plots after Reset
-            self._request_render()
-
-    def _on_snapshot(self, session: TrainingSession, snapshot) -> None:
-        # The worker only flags new data; the renderer thread draws it.
-        self._request_render()
-
-    def _on_landscape(self, session: TrainingSession, pca, surface) -> None:
-        self._landscape, self._landscape_drawn = (pca, surface), False
-        self._request_render()
-
-    # ============================================================== drawing
-    def _request_render(self) -> None:
-        """Ask the renderer thread to redraw (it coalesces requests)."""
-        self._render_wanted.set()
-
-    def _render_loop(self) -> None:
-        while True:
-            self._render_wanted.wait()
-            if self._closing.is_set():
-                return
-            self._render_wanted.clear()
-            self._pacer.start()
-            try:
-                self._render_now()
-            except Exception:  # noqa: BLE001 - a drawing error must not kill the page
-                log.exception("redrawing the dashboard failed")
-            # Requests made meanwhile stay set: one redraw after the pause serves them all.
-            if self._closing.wait(self._pacer.pause(busy=self.session.status == "running")):
-                return
-
-    def _pinned(self) -> list[views.PinnedRun]:
-        return [views.PinnedRun(label, history)
-                for label, history in self.session.pinned_labels()]
-
-    def _render_now(self) -> None:
-        """Draw the current state: the live run's plots, or empty ones."""
-        run = self.session.run
-        if run is None:
-            self._render_empty()
-        else:
-            self._render_run(run)
-        with self._widget_lock:
-            self._show_progress()
-
-    @staticmethod
-    def _show(view: PlotlyView, revision: str, figure: go.Figure) -> None:
-        """Show a figure; zoom and pan survive redraws of one run, not a new run."""
-        figure.update_layout(uirevision=f"{figure.layout.uirevision}|{revision}")
-        view.show(figure)
-
-    def _render_empty(self) -> None:
-        revision = "empty"
-        cfg = self.session.config
-        pinned = self._pinned()
-        self._show(self.curves_plot, revision, views.curves_figure(None, pinned))
-        self._show(self.alignment_plot, revision,
-                   views.alignment_figure(None, self._n_layers(cfg), pinned))
-        self._show(self.landscape_plot, revision, views.landscape_figure(None, None))
-        self._show(self.weights_plot, revision,
-                   views.weights_figure(None, None, self.layer.value))
-        self._show(self.boundary_plot, revision, views.boundary_figure(None, None, None, None))
-
-    def _render_run(self, run) -> None:
-        # Runs alongside training: it only reads the model (a torn read of a weight
-        # being stepped shows for a tenth of a second at most).
-        revision = f"run{self.session.run_generation}"
-        history = run.history
-        pinned = self._pinned()
-        model, rule = run.model, run.rule
-        self._show(self.curves_plot, revision, views.curves_figure(history, pinned))
-        self._show(self.alignment_plot, revision,
-                   views.alignment_figure(history, model.n_layers, pinned))
-        if self.layer.options and len(self.layer.options) != max(1, model.n_layers - 1):
-            self._sync_layer_choices()
-        layer = min(max(1, self.layer.value or 1), model.n_layers)
-        weight = model.layers[layer - 1].weight.detach()
-        feedback = rule.effective_feedback(model, layer - 1)
-        self._show(self.weights_plot, revision, views.weights_figure(weight, feedback, layer))
-        if not self._landscape_drawn:  # new surface, or a new run without one yet
-            pca, surface = self._landscape or (None, None)
-            self._landscape_drawn = True
-            self._show(self.landscape_plot, revision, views.landscape_figure(surface, pca))
-        if DATASETS[run.config.dataset].kind == "2d":
-            from ..analysis import decision_grid
-
-            data = run.data  # the run's own data: the settings may have moved on
-            grid = decision_grid(model, data.x_train, resolution=80)
-            self._show(self.boundary_plot, revision, views.boundary_figure(
-                grid, data.x_train, data.y_train, data.class_names))
-
-    # ============================================================= handlers
-    def _guard(self, handler: Callable[..., None]) -> Callable[..., None]:
-        """Run a UI handler; any error goes to the status line in plain words and
-        its traceback to the server log, never to the page."""
-
-        def guarded(*args: Any) -> None:
-            try:
-                handler(*args)
-            except ValueError as exc:
-                self._set_notice(plain_message(exc), problem=True)
-                self._show_status()
-            except Exception as exc:  # noqa: BLE001
-                log.exception("dashboard action failed")
-                self._set_notice(f"Something went wrong: {plain_message(exc)}", problem=True)
-                self._show_status()
-
-        return guarded
-
-    def _control_handler(self, control: widgets.Widget,
-                         to_changes: Callable[[Any], dict[str, Any]]):
-        def handler(change: dict) -> None:
-            if self._syncing:
-                return
-            self._apply_changes(to_changes(change["new"]), control.description or "setting")
-
-        return self._guard(handler)
-
-    def _apply_changes(self, changes: dict[str, Any], what: str) -> None:
-        session = self.session
-        try:
-            new, note = change_config(session.config, **changes)
-        except ValueError as exc:
-            self._sync_controls()  # put the control back: the config did not change
-            self._set_notice(f"Can't use that: {plain_message(exc)}", problem=True)
-            self._show_status()
-            return
-        stopped = session.set_config(new, reason=f"{what} changed")
-        self._sync_controls()
-        if session.run is None:  # empty plots follow the settings (layers, 2-D or not)
-            self._request_render()
-        notes = [n for n in (note, f"{what} changed: the run was stopped; press Train to "
-                             "start a new one." if stopped else "") if n]
-        self._set_notice(" ".join(notes))
-        self._show_status()
-
-    def _on_rule_defaults(self, _button) -> None:
-        self._apply_changes({f: None for f in RULE_DEFAULT_FIELDS}, "hyperparameters")
-
-    def _on_train(self, _button) -> None:
-        if self.session.active:  # a second click before the button disabled itself
-            return
-        self._set_notice("")
-        self._landscape, self._landscape_drawn = None, False
-        self.session.start()
-
-    def _on_pause(self, _button) -> None:
-        if self.session.status == "paused":
-            self.session.resume()
-        elif not self.session.pause():
-            raise ValueError("Nothing to pause yet: the run is still starting.")
-
-    def _on_stop(self, _button) -> None:
-        if not self.session.stop():
-            raise ValueError("Nothing to stop: no run is going.")
-
-    def _on_reset(self, _button) -> None:
-        self.session.reset()
-        self._landscape, self._landscape_drawn = None, True
-        self._sync_layer_choices()
-        self._request_render()
-        self._set_notice("")
-        self._show_status()
-
-    def _on_pin(self, _button) -> None:
-        note = self.session.pin()
-        self._request_render()
-        self._set_notice(note)
-        self._show_status()
-
-    def _on_unpin(self, _button) -> None:
-        had = len(self.session.pinned)
-        self.session.clear_pinned()
-        self._request_render()
-        self._set_notice(f"unpinned {had} run(s)" if had else "No pinned runs to clear.",
-                         problem=not had)
-        self._show_status()
-
-    def _on_export(self, _button) -> None:
-        figures = {"curves": self.curves_plot.figure,
-                   "alignment": self.alignment_plot.figure,
-                   "landscape": self.landscape_plot.figure,
-                   "weights": self.weights_plot.figure}
-        run = self.session.run
-        if run is not None and DATASETS[run.config.dataset].kind == "2d":
-            figures["boundary"] = self.boundary_plot.figure
-        folder = self.session.export(figures=figures)
-        self._set_notice(f"Saved the run (run.json, weights.safetensors) and "
-                         f"{len(figures)} figures as HTML to {folder}")
-        self._show_status()
-
-    # ============================================================== closing
-    def close(self, timeout: float | None = 10.0) -> None:
-        """Stop the run, join the threads and close the widgets. ``timeout`` bounds
-        each join (``None``: wait for every thread, as the tests do)."""
-        self.session.close(timeout)
-        self._closing.set()
-        self._render_wanted.set()
-        if self._renderer.is_alive():
-            self._renderer.join(timeout)
-        super().close()
+__all__ = ["Dashboard", "RedrawPacer", "css_name"]

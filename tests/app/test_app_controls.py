@@ -5,19 +5,31 @@ import pytest
 
 from fa_explore import DATASETS, RULES, RunConfig
 from fa_explore.app.controls import (
+    DEFAULT_CHOICE,
     RULE_DEFAULT_CHOICE,
     change_config,
+    clamp_to_bounds,
     config_from_query,
     dataset_available,
     dataset_choices,
     device_choices,
     difference_labels,
     disabled_reasons,
+    download_hint,
+    dropdown_choices,
     expansion_choices,
+    help_text,
+    log_exponents,
     model_choices,
+    parse_ints,
+    parse_number,
     plain_message,
     rules_using,
+    setting_state,
+    shown_value,
+    ui_range,
 )
+from fa_explore.settings import SETTINGS
 
 
 @pytest.mark.parametrize("name", list(RULES))
@@ -124,16 +136,18 @@ def test_a_bad_link_keeps_its_valid_fields_and_lists_every_invalid_one():
         assert word in problem, word
 
 
-def test_downloadable_datasets_are_listed_only_when_available(monkeypatch, tmp_path):
+def test_downloadable_datasets_not_yet_cached_are_listed_with_how_to_get_them(monkeypatch,
+                                                                              tmp_path):
     monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path))  # an empty cache
-    names = [v for _, v in dataset_choices(RunConfig())]
+    options = dict((v, label) for label, v in dataset_choices(RunConfig()))
+    assert list(options) == list(DATASETS)  # every set, in registry order
     for name, spec in DATASETS.items():
-        assert (name in names) == (not spec.downloads), name
         assert dataset_available(spec) == (not spec.downloads)
-    downloadable = [n for n, s in DATASETS.items() if s.downloads]
-    if downloadable:  # a link may still ask for one: it is listed, marked
-        options = dataset_choices(RunConfig(dataset=downloadable[0]))
-        assert (f"{downloadable[0]} (not downloaded yet)", downloadable[0]) in options
+        assert ("not downloaded yet" in options[name]) == spec.downloads, name
+        hint = download_hint(name)
+        assert bool(hint) == spec.downloads
+        if hint:  # how to get it, and no server path
+            assert f"load_dataset('{name}')" in hint and str(tmp_path) not in hint
 
 
 def test_device_choices_offer_cuda_only_when_present(monkeypatch):
@@ -161,3 +175,88 @@ def test_difference_labels_name_only_what_differs():
     same = difference_labels([RunConfig(), RunConfig(lr=default_lr)])
     assert same == ["run 1", "run 2"]
     assert difference_labels([]) == []
+
+
+# ----------------------------------------------------- controls from the schema
+
+def test_slider_ranges_come_from_the_schema_and_widen_for_an_outside_value():
+    lr = SETTINGS["lr"]
+    assert ui_range(lr) == (lr.ui_minimum, lr.ui_maximum) == (1e-5, 1.0)
+    assert log_exponents(lr) == (-5, 0)
+    # A link's lr=10 (allowed: up to 100) widens the slider instead of being clamped.
+    assert ui_range(lr, 10.0) == (1e-5, 10.0) and log_exponents(lr, 10.0) == (-5, 1)
+    # The batch size moves by powers of two, from its hard minimum to its UI maximum.
+    assert log_exponents(SETTINGS["batch_size"]) == (0, 10)
+    assert log_exponents(SETTINGS["batch_size"], 4096) == (0, 12)
+    assert ui_range(SETTINGS["init_angle"]) == (0, 180)
+    assert ui_range(SETTINGS["feedback_sparsity"]) == (0, 0.99)  # 1 is excluded
+
+
+def test_values_outside_the_hard_bounds_are_clamped_with_a_note():
+    assert clamp_to_bounds(SETTINGS["batch_size"], 0) == (
+        1, "batch 0 is out of range: using the smallest allowed, 1.")
+    value, note = clamp_to_bounds(SETTINGS["hidden"], 5000, "width")
+    assert value == 4096 and isinstance(value, int)
+    assert note == "width 5,000 is out of range: using the largest allowed, 4,096."
+    assert clamp_to_bounds(SETTINGS["seed"], 7) == (7, "")
+    # An excluded bound clamps to the declared UI end.
+    assert clamp_to_bounds(SETTINGS["lr"], 0.0)[0] == 1e-5
+    assert clamp_to_bounds(SETTINGS["label_noise"], 1.0)[0] == 0.9
+
+
+def test_number_boxes_parse_text_and_empty_means_none():
+    n_classes = SETTINGS["n_classes"]
+    assert parse_number(n_classes, "") is None and parse_number(n_classes, " 4 ") == 4
+    assert parse_number(SETTINGS["train_size"], "1_000") == 1000
+    with pytest.raises(ValueError, match="whole number"):
+        parse_number(n_classes, "2.5")
+    with pytest.raises(ValueError, match="must be a number"):
+        parse_number(n_classes, "abc")
+    with pytest.raises(ValueError, match="needs a value"):
+        parse_number(SETTINGS["seed"], "")
+    assert parse_ints(SETTINGS["channels"], "16, 32") == (16, 32)
+    assert parse_ints(SETTINGS["channels"], "[8 16]") == (8, 16)
+    assert parse_ints(SETTINGS["channels"], "") == ()
+
+
+def test_dropdowns_offer_the_schema_choices_and_name_the_default():
+    cfg = RunConfig(rule="kp")
+    options = dropdown_choices(cfg, "optimizer")
+    assert options[0] == (f"rule default ({cfg.resolve().optimizer})", DEFAULT_CHOICE)
+    assert [v for _, v in options[1:]] == list(SETTINGS["optimizer"].allowed_choices())
+    assert [v for _, v in dropdown_choices(cfg, "lr_schedule")] == ["constant", "step",
+                                                                    "cosine"]
+    assert [v for _, v in dropdown_choices(cfg, "rule")] == list(RULES)
+    pfa = dropdown_choices(RunConfig(rule="pfa"), "expansion_ratio")
+    assert pfa[0][1] == DEFAULT_CHOICE and 4 in [v for _, v in pfa]
+    options = dropdown_choices(RunConfig(rule="dkp"), "feedback_optimizer", option_of="dkp")
+    assert [v for _, v in options] == ["shared", "adam"]
+
+
+def test_where_a_control_shows_follows_the_schema():
+    two_d = next(n for n, s in DATASETS.items() if s.kind == "2d")
+    assert setting_state(RunConfig(dataset=two_d), "noise") == (True, None)
+    assert setting_state(RunConfig(), "noise") == (False, None)  # digits takes no noise
+    assert setting_state(RunConfig(), "channels") == (False, None)  # only the CNN has them
+    shown, reason = setting_state(RunConfig(rule="bp"), "init_angle")
+    assert shown and "bp" in reason
+    # A 2-D set's noise slider shows the dataset's own default when it is None.
+    assert shown_value(RunConfig(dataset=two_d), "noise") == (
+        DATASETS[two_d].option_defaults["noise"])
+    assert shown_value(RunConfig(rule="kp"), "lr") == RunConfig(rule="kp").resolve().lr
+
+
+def test_help_texts_come_from_the_declarations():
+    text = help_text(SETTINGS["n_classes"])
+    assert SETTINGS["n_classes"].help[1:] in text and "[2, 1000]" in text
+    assert "Empty: all classes" in text
+    assert "live" in help_text(SETTINGS["lr"])
+
+
+def test_the_step_schedule_and_its_milestones_come_together():
+    cfg, note = change_config(RunConfig(epochs=10), lr_schedule="step")
+    assert cfg.lr_milestones == (5,) and "Milestone" in note
+    cfg, note = change_config(cfg, lr_schedule="cosine")
+    assert cfg.lr_milestones == () and "cleared" in note
+    cfg, note = change_config(RunConfig(), lr_milestones=(3,))
+    assert cfg.lr_schedule == "step"
