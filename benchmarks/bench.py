@@ -190,11 +190,21 @@ class ReferenceStepper(Stepper):
         self.optimizer.step()
 
 
+BLOCK = 3  # steps per stepper and round: one to warm its caches, the rest timed
+
+
 def interleaved(steppers: list[Stepper], repeats: int, warmup: int, device,
-                budget_s: float | None = None) -> dict[str, list[float]]:
+                budget_s: float | None = None, block: int = BLOCK) -> dict[str, list[float]]:
     """Seconds per step of every stepper: ``warmup`` untimed rounds, then up to
     ``repeats`` round-robin rounds (starting point rotating), stopping early after
-    ``budget_s`` seconds (at least 5 rounds). GC is off while timing."""
+    ``budget_s`` seconds (at least 5 rounds). GC is off while timing.
+
+    In a round each stepper runs ``block`` consecutive steps: the first brings its
+    model back into the caches (the other steppers evicted it) and is not timed,
+    the rest are, and their mean is the round's sample. Training runs one model
+    step after step, so warm caches are what it sees; a cold first step would charge
+    every extra matrix a rule reads (FA's B) with a trip to memory. ``block=1``
+    times single cold steps."""
     cuda = torch.device(device).type == "cuda"
     for _ in range(warmup):
         for stepper in steppers:
@@ -209,13 +219,16 @@ def interleaved(steppers: list[Stepper], repeats: int, warmup: int, device,
         for rep in range(repeats):
             shift = rep % len(steppers)
             for stepper in steppers[shift:] + steppers[:shift]:
+                if block > 1:
+                    stepper.run()
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
-                stepper.run()
+                for _ in range(max(1, block - 1)):
+                    stepper.run()
                 if cuda:
                     torch.cuda.synchronize()
-                times[stepper.name].append(time.perf_counter() - start)
+                times[stepper.name].append((time.perf_counter() - start) / max(1, block - 1))
             if budget_s is not None and rep >= 4 and time.perf_counter() - started > budget_s:
                 break
     finally:
@@ -235,16 +248,17 @@ class StepTable:
     threads: int
     batch: int
     load_before: list[float] | None
+    block: int = BLOCK
     load_after: list[float] | None = None
     rows: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
 def step_table(model: str, device: str, threads: int, rules: list[str], batch: int,
-               repeats: int, warmup: int, budget_s: float) -> StepTable:
+               repeats: int, warmup: int, budget_s: float, block: int = BLOCK) -> StepTable:
     torch.set_num_threads(threads)
     spec = MODELS[model]
-    table = StepTable(model, device, threads, batch, load_numbers())
+    table = StepTable(model, device, threads, batch, load_numbers(), block)
     steppers: list[Stepper] = [ReferenceStepper(spec, batch, device)]
     for name in ["bp", *[r for r in rules if r != "bp"]]:
         if model not in RULES[name].models:
@@ -254,7 +268,7 @@ def step_table(model: str, device: str, threads: int, rules: list[str], batch: i
             steppers.append(RuleStepper(name, spec, batch, device))
         except Exception as exc:  # noqa: BLE001 - one broken rule must not stop the table
             table.notes.append(f"{name}: skipped, {type(exc).__name__}: {exc}")
-    times = interleaved(steppers, repeats, warmup, device, budget_s)
+    times = interleaved(steppers, repeats, warmup, device, budget_s, block)
     table.load_after = load_numbers()
     for stepper in steppers:
         ms = [1e3 * t for t in times[stepper.name]]
@@ -286,7 +300,8 @@ def target_of(name: str, table: StepTable, mac: dict[str, float]) -> tuple[str, 
 def format_step_table(table: StepTable, mac: dict[str, float]) -> str:
     header = (f"{table.model} ({describe(table.model)}), batch {table.batch}, "
               f"{table.device}, {table.threads} thread(s), SGD; "
-              f"{table.rows['bp']['ms']['n']} interleaved repetitions; "
+              f"{table.rows['bp']['ms']['n']} interleaved rounds of {table.block} steps "
+              f"(the first untimed); "
               f"load average {table.load_before} -> {table.load_after}")
     rows = []
     for name, row in table.rows.items():
@@ -745,8 +760,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="auto: CPU tables, plus CUDA ones when CUDA is present")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=None,
-                        help="max interleaved rounds per step table (default 120 MLP, "
-                             "40 CNN; --quick 30/10)")
+                        help="max interleaved rounds per step table (default 60 MLP, "
+                             "20 CNN; --quick a quarter)")
+    parser.add_argument("--block", type=int, default=BLOCK,
+                        help=f"consecutive steps per stepper and round, the first untimed "
+                             f"(default {BLOCK}; 1: single cold steps)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per step table before stopping early (default 40)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -779,12 +797,12 @@ def main(argv=None) -> int:
         tables = []
         for device in devices:
             for model in args.models:
-                repeats = args.repeats or {"mlp": 120, "cnn": 40}[model] // (4 if args.quick
-                                                                            else 1)
+                repeats = args.repeats or {"mlp": 60, "cnn": 20}[model] // (4 if args.quick
+                                                                          else 1)
                 budget = args.budget or (10.0 if args.quick else 40.0)
                 for threads in (args.threads if device == "cpu" else [args.threads[0]]):
                     table = step_table(model, device, threads, rules, args.batch_size,
-                                       repeats, 3, budget)
+                                       repeats, 2, budget, args.block)
                     tables.append(table)
                     print(format_step_table(table, macs[model]), "\n", flush=True)
         report["steps"] = [vars(t) for t in tables]
