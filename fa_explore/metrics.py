@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import is_homogeneous as activation_is_homogeneous
+from .models import output_jacobian  # noqa: F401 - part of the metrics API
 
 
 def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -109,43 +110,6 @@ def sign_concordance(weight: torch.Tensor, feedback: torch.Tensor | None) -> flo
         return math.nan
     agree = torch.sign(weight.detach()) * torch.sign(feedback.detach()) > 0
     return float(agree.double().mean())
-
-
-def output_jacobian(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tensor:
-    """``∂y/∂h_l`` of the plain forward, averaged over the examples of ``x``: shape
-    ``(N_L, N_l)``, with ``h_l`` the input of ``model.layers[layer]`` flattened (a
-    CNN's pooled feature map) and ``y`` the logits. For a linear network it is the
-    product of the later weights, ``W_L ⋯ W_{l+1}``; for ``layer = L - 1``, ``W_L``.
-
-    Per example with ``torch.func`` (``vmap`` of ``jacrev``) on the model's own
-    forward from layer ``layer`` up: the layers below run on an empty batch, so the
-    model's code between layers (activations, pooling, flattening) decides the way."""
-    from torch.func import jacrev, vmap
-
-    if not 0 < layer < len(model.layers):
-        raise ValueError(f"layer must be a hidden layer's index in 1..{len(model.layers) - 1}; "
-                         f"got {layer!r}")
-    recorded: dict[str, torch.Tensor] = {}
-
-    def record(index: int, module: nn.Module, h: torch.Tensor) -> torch.Tensor:
-        if index == layer:
-            recorded["h"] = h.detach()
-        return module(h)
-
-    with torch.no_grad():
-        model(x, record)
-    h = recorded["h"]
-    empty = x[:0]
-
-    def head(h_one: torch.Tensor) -> torch.Tensor:
-        def call(index: int, module: nn.Module, h_in: torch.Tensor) -> torch.Tensor:
-            return module(h_one.unsqueeze(0) if index == layer else h_in)
-
-        return model(empty, call).squeeze(0)
-
-    with torch.enable_grad():
-        jacobians = vmap(jacrev(head), chunk_size=64)(h)  # (batch, N_L, *h_l shape)
-    return jacobians.mean(0).reshape(jacobians.shape[1], -1).detach()
 
 
 def layer_metrics(model, rule, probe_x, probe_y, tracker: ConservationTracker | None) -> dict:

@@ -275,3 +275,40 @@ def build_model(cfg, input_shape: Sequence[int], n_classes: int,
     if generator is None:
         generator = torch.Generator().manual_seed(cfg.seed)
     return MODELS[cfg.model].from_config(cfg, tuple(input_shape), n_classes, generator)
+
+
+def output_jacobian(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tensor:
+    """``∂y/∂h_l`` of the plain forward, averaged over the examples of ``x``: shape
+    ``(N_L, N_l)``, with ``h_l`` the input of ``model.layers[layer]`` flattened (a
+    CNN's pooled feature map) and ``y`` the logits. For a linear network it is the
+    product of the later weights, ``W_L ⋯ W_{l+1}``; for ``layer = L - 1``, ``W_L``.
+
+    Per example with ``torch.func`` (``vmap`` of ``jacrev``) on the model's own
+    forward from layer ``layer`` up: the layers below run on an empty batch, so the
+    model's code between layers (activations, pooling, flattening) decides the way."""
+    from torch.func import jacrev, vmap
+
+    if not 0 < layer < len(model.layers):
+        raise ValueError(f"layer must be a hidden layer's index in 1..{len(model.layers) - 1}; "
+                         f"got {layer!r}")
+    recorded: dict[str, torch.Tensor] = {}
+
+    def record(index: int, module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        if index == layer:
+            recorded["h"] = h.detach()
+        return module(h)
+
+    with torch.no_grad():
+        model(x, record)
+    h = recorded["h"]
+    empty = x[:0]
+
+    def head(h_one: torch.Tensor) -> torch.Tensor:
+        def call(index: int, module: nn.Module, h_in: torch.Tensor) -> torch.Tensor:
+            return module(h_one.unsqueeze(0) if index == layer else h_in)
+
+        return model(empty, call).squeeze(0)
+
+    with torch.enable_grad():
+        jacobians = vmap(jacrev(head), chunk_size=64)(h)  # (batch, N_L, *h_l shape)
+    return jacobians.mean(0).reshape(jacobians.shape[1], -1).detach()

@@ -102,7 +102,7 @@ class DFA(Rule):
         layer that is ``W_L``). None for the first layer (no error goes to the input)."""
         if layer == 0:
             return None
-        from ..metrics import output_jacobian
+        from ..models import output_jacobian
 
         return self.direct_feedback(layer), output_jacobian(model, layer, x)
 
