@@ -243,6 +243,17 @@ def test_a_killed_sweep_restarts_without_recomputing_finished_points(tmp_path, m
 
 
 # ---------------------------------------------------------- cancellation
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has exited; only its status is left to read
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_closing_the_iterator_cancels_and_leaves_no_worker(tmp_path):
     before = set(multiprocessing.active_children())  # the module's Dask cluster
     long = RunConfig(hidden=(8,), epochs=10_000, eval_size=64)  # minutes a point
@@ -252,11 +263,15 @@ def test_closing_the_iterator_cancels_and_leaves_no_worker(tmp_path):
     assert next(rows)["point"] == 0
     workers = set(multiprocessing.active_children()) - before
     assert len(workers) == 1
+    started = time.monotonic()
     rows.close()
-    assert set(multiprocessing.active_children()) - before == set()
-    # Exit code 0: the running point stopped and the worker left by itself, rather
-    # than being terminated after the grace period.
-    assert [w.exitcode for w in workers] == [0]
+    took = time.monotonic() - started
+    # Asked of the OS: with a Dask cluster in this process, a child's exit status
+    # may be read by another thread, leaving multiprocessing's bookkeeping stale.
+    assert [w.pid for w in workers if _running(w.pid)] == []
+    # Before the grace period: the running point stopped and the worker left by
+    # itself, rather than being terminated after JOIN_SECONDS.
+    assert took < sweep_module.JOIN_SECONDS
     assert len(list(tmp_path.glob("*.json"))) == 1  # only the finished point is cached
 
 
