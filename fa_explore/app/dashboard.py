@@ -59,6 +59,9 @@ WEIGHTS_INTERVAL = 1.5  # seconds between redraws of the scatter while training
 BOUNDARY_INTERVAL = 1.5  # ... and of the decision regions
 PANEL_HEIGHT = 280  # pixels of each plot: four fit a 1400 x 900 window
 TERMINAL = ("stopped", "finished", "diverged", "error", "failed")
+SHORT_TITLES = (("feedback vs forward weights", "B against W"),
+                ("direct feedback D vs Jacobian ∂y/∂h", "D against ∂y/∂h"),
+                ("Loss landscape along the trajectory", "Loss landscape"))
 
 # The settings shown at once; the others of each group are under "more".
 PRIMARY = ("rule", "init_angle", "feedback_sparsity", "expansion_ratio",
@@ -120,6 +123,12 @@ _CSS = """
 .fx-controls { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 6px;
   padding: 4px 8px; max-height: calc(100vh - 70px); overflow-y: auto !important;
   position: sticky; top: 4px; }
+.fx-controls > *, .fx-controls .fx-field-box, .fx-rule-options > *,
+.fx-more .widget-vbox > * { flex-shrink: 0 !important; }
+.fx-more { margin: 2px 0 !important; }
+.fx-more .lm-AccordionPanel-title, .fx-more .p-Collapse-header, .fx-more .jupyter-widget-Collapse-header {
+  background: transparent !important; border: none !important; color: #556;
+  font-size: 12px; font-weight: 600; padding: 2px 4px !important; }
 .fx-controls .fx-section { margin: 6px 0 0 0; font-size: 11px; font-weight: 700;
   letter-spacing: .06em; text-transform: uppercase; color: #667; }
 .fx-controls .widget-label { color: #333; }
@@ -127,7 +136,9 @@ _CSS = """
 .fx-controls .widget-checkbox { margin-top: 1px; margin-bottom: 1px; }
 .fx-more .p-Accordion-child, .fx-more .lm-Accordion-child, .fx-more .widget-accordion {
   font-size: 12px; }
-.fx-hint { font-size: 11px; line-height: 1.3; color: #777; margin: -2px 0 3px 4px; }
+.fx-hint, .fx-hint .widget-html-content { font-size: 11px; line-height: 1.3; color: #777; }
+.fx-hint { margin: -2px 0 3px 4px; }
+.fx-rule-info .widget-html-content { line-height: 1.35; }
 .fx-hint:empty, .fx-hint .widget-html-content:empty { display: none; }
 .fx-rule-info { font-size: 12px; line-height: 1.35; color: #444; margin: 0 0 3px 4px; }
 .fx-rule-info i { color: #666; }
@@ -155,6 +166,8 @@ _CSS = """
   flex-wrap: nowrap; overflow: visible; }
 .fx-caption { font-size: 12px; color: #444; min-width: 0; overflow: hidden;
   white-space: nowrap; text-overflow: ellipsis; flex: 1 1 auto; }
+.fx-caption .widget-html-content, .fx-caption .widget-html-content > div {
+  overflow: hidden; white-space: nowrap; text-overflow: ellipsis; line-height: 22px; }
 .fx-caption b { color: #1f2937; }
 .fx-caption .fx-run { color: #555; }
 .fx-caption .fx-prev { background: #e5e7eb; color: #374151; border-radius: 8px;
@@ -184,9 +197,8 @@ _CSS = """
 
 _HEADER = """
 <h2>Learning without weight transport</h2>
-<p>Backprop sends errors back through the transposed forward weights; feedback alignment
-and its family use other matrices, and the forward weights learn to <b>align</b> with them.
-</p>
+<p>Errors sent back through other matrices than Wᵀ: the forward weights learn to
+<b>align</b>.</p>
 """
 
 
@@ -265,7 +277,10 @@ class Panel:
         text = (f"{prev}<b>{html.escape(title)}</b> · "
                 f'<span class="fx-run">{html.escape(caption)}</span>{bad}')
         if text != self.caption_text:
-            self.caption.value = self.caption_text = text
+            # The whole caption as a tooltip: a narrow panel cuts it with an ellipsis.
+            full = html.escape(f"{title} · {caption}", quote=True)
+            self.caption.value = self.caption_text = f'<div title="{full}">{text}</div>'
+            self.caption_text = text
         if stale != self.stale:
             (self.box.add_class if stale else self.box.remove_class)("fx-stale")
             self.stale = stale
@@ -835,8 +850,10 @@ class Dashboard(widgets.VBox):
         self._show_progress()
 
     def _send_figure(self, panel: Panel, figure: go.Figure, caption: str, stale: bool,
-              problem: str) -> None:
+                     problem: str) -> None:
         figure, title = views.panel_figure(figure, PANEL_HEIGHT)
+        for long, short in SHORT_TITLES:  # the caption row is narrow
+            title = title.replace(long, short)
         panel.shown_title = title or panel.title
         with self._writing():
             panel.set_caption(panel.shown_title, caption, stale, problem)

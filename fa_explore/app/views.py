@@ -205,7 +205,9 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
                 row=1, col=1 if metric == "loss" else 2)
     _two_panels(fig)
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.04], tickformat=".0%", row=1, col=2)
+    # No title on the accuracy axis: the subplot title says it, and a title there
+    # would crowd the tick labels of a narrow panel.
+    fig.update_yaxes(range=[0, 1.04], tickformat=".0%", row=1, col=2)
     _style(fig, "Training curves", uirevision)
     if history is None or not len(_series(history, "train_loss")[0]) and not pinned:
         _note(fig, "Press Train: loss and accuracy appear here as the run learns.",
@@ -295,7 +297,10 @@ def _nice_ticks(low: float, high: float, max_ticks: int | None = None) -> list[f
     if not ticks:
         return [low, high]
     if len(ticks) == 1 and max_ticks is not None and max_ticks >= 2:
-        ticks = sorted({float(f"{low:.2g}"), ticks[0], float(f"{high:.2g}")})
+        # Two more labels inside the range: the ends, rounded inwards to 2 digits.
+        scale = 10.0 ** (math.floor(math.log10(low)) - 1)
+        inner = {math.ceil(low / scale) * scale, math.floor(high / scale) * scale}
+        ticks = sorted({float(f"{t:.2g}") for t in inner if low <= t <= high} | set(ticks))
     return ticks
 
 

@@ -13,91 +13,33 @@ from __future__ import annotations
 import time
 
 import pytest
+from pages import (
+    LONG_RUN,
+    POINTS_JS,
+    TIMEOUT_MS,
+    Timings,
+    open_dashboard,
+    rule_label,
+    state,
+    status_text,
+    wait_link,
+    wait_points,
+    wait_state,
+)
 
 from fa_explore import DATASETS, RULES, RunConfig
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 120_000  # a cold kernel on a busy 2-core machine takes a while
 ISSUE_CLASSES = ("fx-rule", "fx-dataset", "fx-width", "fx-depth", "fx-angle", "fx-sparsity",
                  "fx-lr", "fx-seed", "fx-train", "fx-pause", "fx-stop", "fx-reset", "fx-status",
                  "fx-progress", "fx-plot-curves", "fx-plot-alignment", "fx-plot-landscape",
                  "fx-plot-weights")
-# A long run on digits with a small net: it never ends by itself during a test,
-# and evaluates often so that points arrive at once.
-LONG_RUN = "?epochs=500&eval_every=5&hidden=%5B32%5D"
-
-# Per plotly trace of a plot: how many points it draws (-1: not drawn yet).
-POINTS_JS = """(selector) => {
-  const graph = document.querySelector(selector + ' .js-plotly-plot');
-  if (!graph || !graph._fullData) return null;
-  return graph._fullData.map(trace => (trace.x && trace.x.length) || 0);
-}"""
-
-
-def rule_label(name: str) -> str:
-    from fa_explore.app.dashboard import Dashboard
-
-    return Dashboard._rule_label(name)
-
-
-class Timings:
-    def __init__(self, path):
-        self.path = path
-        self.lines = []
-
-    def add(self, capsys, text):
-        self.lines.append(text)
-        self.path.write_text("\n".join(self.lines) + "\n")
-        with capsys.disabled():
-            print(f"\n[browser timing] {text}")
 
 
 @pytest.fixture(scope="module")
 def timings(artifacts):
     return Timings(artifacts / "browser-timings.txt")
-
-
-def open_dashboard(browser, url):
-    """A new page on the dashboard, once its kernel has run the notebook and the
-    widgets are wired (status 'ready', plots drawn). Returns (page, seconds, errors)."""
-    page = browser.new_page(viewport={"width": 1500, "height": 1400})
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    started = time.perf_counter()
-    page.goto(url, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
-    page.wait_for_selector(".fx-status .fx-state:text-is('ready')", timeout=TIMEOUT_MS)
-    page.wait_for_function(f"() => ({POINTS_JS})('.fx-plot-curves') !== null",
-                           timeout=TIMEOUT_MS)
-    return page, time.perf_counter() - started, errors
-
-
-def state(page) -> str:
-    return page.locator(".fx-status .fx-state").inner_text()
-
-
-def status_text(page) -> str:
-    return page.locator(".fx-status").inner_text()
-
-
-def wait_state(page, word, timeout=TIMEOUT_MS):
-    page.wait_for_function(
-        "(word) => document.querySelector('.fx-status .fx-state').textContent === word",
-        arg=word, timeout=timeout)
-
-
-def wait_link(page, fragment):
-    """The kernel has applied a control change once the share link shows it."""
-    page.wait_for_function(
-        "(part) => document.querySelector('.fx-link-text').value.includes(part)",
-        arg=fragment, timeout=30_000)
-
-
-def wait_points(page, selector, timeout=TIMEOUT_MS):
-    page.wait_for_function(
-        f"(sel) => {{ const n = ({POINTS_JS})(sel); return n && n.some(k => k > 0); }}",
-        arg=selector, timeout=timeout)
-    return page.evaluate(POINTS_JS, selector)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +118,7 @@ def test_switching_rule_mid_run_cancels_cleanly(dashboard):
     assert "rule changed" in text and "press train" in text.lower()
     wait_link(page, f"rule={other}")
     # The rule's own controls are enabled again, with nothing left running.
-    assert not page.locator(".fx-angle-random input").is_disabled()
+    assert not page.locator(".fx-angle-default input").is_disabled()
     page.click(".fx-train")
     wait_state(page, "running")
     page.click(".fx-stop")
@@ -188,7 +130,10 @@ def test_an_impossible_choice_shows_a_message(dashboard):
     two_d = next(n for n, s in DATASETS.items() if s.kind == "2d")
     page.select_option(".fx-dataset select", two_d)
     wait_link(page, f"dataset={two_d}")
-    page.wait_for_selector(".fx-plot-boundary", timeout=30_000)
+    # The plots still show the digits run (greyed as a previous run): no decision
+    # regions until a 2-D run is trained, so that no panel mixes datasets.
+    page.wait_for_selector(".fx-panel-curves.fx-stale", timeout=30_000)
+    assert page.locator(".fx-plot-boundary").count() == 0
     page.select_option(".fx-model select", "cnn")
     page.wait_for_function(
         "() => document.querySelector('.fx-status').textContent.includes(\"Can't use that\")",
