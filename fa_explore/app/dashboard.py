@@ -126,7 +126,8 @@ _CSS = """
 .fx-controls > *, .fx-controls .fx-field-box, .fx-rule-options > *,
 .fx-more .widget-vbox > * { flex-shrink: 0 !important; }
 .fx-more { margin: 2px 0 !important; }
-.fx-more .lm-AccordionPanel-title, .fx-more .p-Collapse-header, .fx-more .jupyter-widget-Collapse-header {
+.fx-more .lm-AccordionPanel-title, .fx-more .p-Collapse-header,
+.fx-more .jupyter-widget-Collapse-header {
   background: transparent !important; border: none !important; color: #556;
   font-size: 12px; font-weight: 600; padding: 2px 4px !important; }
 .fx-controls .fx-section { margin: 6px 0 0 0; font-size: 11px; font-weight: 700;
