@@ -49,3 +49,13 @@ def test_executes(path, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def test_the_dashboard_header_links_every_notebook():
+    from fa_explore.app import dashboard
+
+    stored = [p.name for p in NOTEBOOKS]
+    assert sorted(name for name, _ in dashboard.NOTEBOOKS) == stored
+    _HEADER = dashboard._HEADER
+    for name in stored:
+        assert name in _HEADER

@@ -196,11 +196,25 @@ _CSS = """
 </style>
 """
 
+# The lecture notebooks (notebooks/ in the repository), opened in JupyterLab on
+# Binder: the header links each one (tests check the list matches the folder).
+NOTEBOOK_URL = "https://mybinder.org/v2/gh/fa-explore/fa_explore/main?urlpath=lab/tree/notebooks/"
+NOTEBOOKS = (
+    ("00_start_here.ipynb", "0 · start here"),
+    ("01_weight_transport_and_feedback_alignment.ipynb", "1 · BP vs FA"),
+    ("02_implicit_regularization.ipynb", "2 · implicit regularization"),
+    ("03_product_feedback_alignment.ipynb", "3 · product FA"),
+    ("04_forward_gradients_and_fdfa.ipynb", "4 · forward gradients, FDFA"),
+    ("05_initial_soft_alignment.ipynb", "5 · soft alignment"),
+)
+
 _HEADER = """
 <h2>Learning without weight transport</h2>
 <p>Errors sent back through other matrices than Wᵀ: the forward weights learn to
 <b>align</b>.</p>
-"""
+<p class="fx-notebooks">Lectures: """ + " · ".join(
+    f'<a href="{NOTEBOOK_URL}{name}" target="_blank" rel="noopener">{html.escape(title)}</a>'
+    for name, title in NOTEBOOKS) + "</p>\n"
 
 
 def _hint(css_class: str = "fx-hint") -> widgets.HTML:
