@@ -534,11 +534,7 @@ def _train_into(args: argparse.Namespace, cfg: RunConfig, out: Path | None) -> i
 
                     bar = tqdm(total=snapshot.total_steps, unit="step", desc=cfg.rule)
                 if bar is not None:
-                    bar.n = snapshot.step
-                    if snapshot.row:
-                        bar.set_postfix(test_acc=f"{snapshot.row['test_acc']:.3f}",
-                                        loss=f"{snapshot.row['train_loss']:.3f}")
-                    bar.refresh()
+                    training.show_progress(bar, snapshot)
         finally:
             if bar is not None:
                 bar.close()

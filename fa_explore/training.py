@@ -642,6 +642,17 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
         raise
 
 
+def show_progress(bar, snapshot: Snapshot) -> None:
+    """Move a tqdm bar to a snapshot's step, with its accuracy and loss (train and
+    the CLI share it)."""
+    bar.total = snapshot.total_steps
+    bar.n = snapshot.step
+    if snapshot.row:
+        bar.set_postfix(test_acc=f"{snapshot.row['test_acc']:.3f}",
+                        loss=f"{snapshot.row['train_loss']:.3f}")
+    bar.refresh()
+
+
 def train(cfg: RunConfig, progress: bool = False, data: Dataset | None = None) -> Run:
     """Run a whole training run and return it (``progress`` shows a tqdm bar)."""
     bar = None
@@ -653,12 +664,7 @@ def train(cfg: RunConfig, progress: bool = False, data: Dataset | None = None) -
     try:
         for snapshot in train_iter(cfg, data):
             if bar is not None:
-                bar.total = snapshot.total_steps
-                bar.n = snapshot.step
-                if snapshot.row:
-                    bar.set_postfix(test_acc=f"{snapshot.row['test_acc']:.3f}",
-                                    loss=f"{snapshot.row['train_loss']:.3f}")
-                bar.refresh()
+                show_progress(bar, snapshot)
     finally:
         if bar is not None:
             bar.close()
