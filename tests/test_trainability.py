@@ -47,3 +47,9 @@ def test_bad_arguments_are_value_errors():
         trainability_map(BASE, "init_gain", [1.0], y="feedback_init_gain")
     with pytest.raises(ValueError, match="no column 'nope'"):
         trainability_map(BASE, "seed", [0], metric="nope", backend="sequential", cache=False)
+
+
+def test_a_none_grid_value_keeps_its_row(tmp_path):
+    tmap = trainability_map(BASE.replace(epochs=1), "init_angle", [None, 0.0], seeds=[0],
+                            backend="sequential", cache_dir=tmp_path)
+    assert len(tmap.summary) == 2 and tmap.summary["init_angle"].isna().sum() == 1

@@ -77,7 +77,7 @@ def trainability_map(base: RunConfig | None, x: str, x_values: Sequence[Any],
                          f"columns: {', '.join(map(str, runs.columns))}")
     keys = [x] if y is None else [x, y]
     values = runs.assign(_finished=runs["status"] == "finished")
-    summary = (values.groupby(keys, sort=False)
+    summary = (values.groupby(keys, sort=False, dropna=False)  # None is a grid value too
                .agg(mean=(metric, "mean"), std=(metric, "std"), min=(metric, "min"),
                     max=(metric, "max"), n=("_finished", "sum"))
                .reset_index())
