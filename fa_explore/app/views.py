@@ -127,6 +127,11 @@ def panel_figure(fig: go.Figure, height: int) -> tuple[go.Figure, str]:
     subplot_titles = any(a.yref == "paper" and a.y == 1 for a in fig.layout.annotations)
     fig.update_layout(title=None, height=height,
                       margin=dict(t=26 if subplot_titles else 10))
+    legend = fig.layout.legend
+    if fig.layout.showlegend is not False and legend.orientation == "h":
+        # At the foot of the figure, below the axis titles (not over them).
+        fig.update_layout(legend=dict(yref="container", y=0, yanchor="bottom"),
+                          margin=dict(b=64))
     return fig, title
 
 
@@ -263,7 +268,9 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
         # 90° is what two unrelated random directions give: no alignment.
         fig.add_hline(y=90, line=dict(color="#9ca3af", width=1, dash="dot"), row=1, col=col)
     _two_panels(fig)
-    fig.update_yaxes(range=list(ANGLE_RANGE), tickvals=[0, 45, 90, 135, 180], ticksuffix="°")
+    # Tick texts spelled out: plotly.js drops ticksuffix for explicit tick values.
+    fig.update_yaxes(range=list(ANGLE_RANGE), tickvals=[0, 45, 90, 135, 180],
+                     ticktext=["0°", "45°", "90°", "135°", "180°"])
     fig.update_yaxes(title_text="angle", row=1, col=1)
     _style(fig, "Alignment per layer", uirevision)
     if compare:
