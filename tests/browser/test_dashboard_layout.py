@@ -71,7 +71,7 @@ def collisions(panels):
             for kind_b, text_b, box_b in items[i + 1:]:
                 if kind_a == kind_b == "tick":
                     continue  # plotly spaces its own tick labels
-                if {kind_a, kind_b} == {"legend", "legend"}:
+                if {kind_a, kind_b} == {"legend"}:
                     continue
                 if overlap(box_a, box_b):
                     found.append((p["panel"], f"{kind_a} {text_a!r}", f"{kind_b} {text_b!r}"))
