@@ -51,7 +51,7 @@ from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim
 from .plotview import PlotlyView
 from .session import ACTIVE, RunView, TrainingSession, format_seconds, log
 
-MIN_RENDER_INTERVAL = 0.25  # seconds: a plot updates at most four times a second
+MIN_RENDER_INTERVAL = 0.4  # seconds: plots update at most 2.5 times a second
 # Building figures is pure Python and holds the GIL: after a redraw that took t
 # seconds the renderer rests RENDER_REST * t, so training keeps most of it.
 RENDER_REST = 2.0
@@ -311,13 +311,17 @@ class Dashboard(widgets.VBox):
     part of a link in the status line instead of failing. Nothing trains until
     Train is pressed. ``warm_up=False`` skips the background warm-up (tests);
     ``clock`` paces the redraws (:class:`RedrawPacer`; tests pass a fake one).
+    ``torch_threads`` bounds torch's CPU threads while training (``"auto"``: all
+    cores but one, which the page, the kernel's messages and the plots need; None:
+    torch's default).
     """
 
     _previous: ClassVar[weakref.ref | None] = None
 
     def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
                  landscape_interval: float | None = 3.0, warm_up: bool = True,
-                 clock: Callable[[], float] = time.monotonic, close_previous: bool = True):
+                 clock: Callable[[], float] = time.monotonic, close_previous: bool = True,
+                 torch_threads: int | str | None = "auto"):
         if close_previous:
             previous = Dashboard._previous() if Dashboard._previous else None
             if previous is not None:
@@ -328,9 +332,13 @@ class Dashboard(widgets.VBox):
         self._ui = threading.RLock()
         self._local = threading.local()
         self._clock = clock
+        if torch_threads == "auto":  # one core for the page, the kernel's I/O, the plots
+            cores = os.cpu_count() or 1
+            torch_threads = max(1, cores - 1) if cores > 1 else None
         self.session = TrainingSession(
             config or RunConfig(), on_status=self._on_status, on_snapshot=self._on_snapshot,
-            on_landscape=self._on_landscape, landscape_interval=landscape_interval)
+            on_landscape=self._on_landscape, landscape_interval=landscape_interval,
+            torch_threads=torch_threads)
         self._render_wanted = threading.Event()
         self._closing = threading.Event()
         self._closed = False
@@ -870,9 +878,10 @@ class Dashboard(widgets.VBox):
         for long, short in SHORT_TITLES:  # the caption row is narrow
             title = title.replace(long, short)
         panel.shown_title = title or panel.title
+        prepared = panel.plot.prepare(figure)  # the JSON, outside the widget lock
         with self._writing():
             panel.set_caption(panel.shown_title, caption, stale, problem)
-            panel.plot.show(figure)
+            panel.plot.show_prepared(prepared)
 
     def _draw_lines(self, name: str, key: Any, view: RunView | None, n_rows: int,
                     build: Callable[[], go.Figure], columns: dict[int, str], caption: str,

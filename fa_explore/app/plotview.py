@@ -64,6 +64,24 @@ function loadPlotly(source) {
   document.head.appendChild(script);
 }
 
+// One plot draws per turn, every plot of the page taking turns: a turn starts in an
+// animation frame and the next waits for a new task, so that drawing five plots
+// is five short main-thread tasks, not one long one.
+const TURNS = (globalThis.__fxTurns ??= { queue: [], busy: false });
+function takeTurn(run) {
+  TURNS.queue.push(run);
+  nextTurn();
+}
+function nextTurn() {
+  if (TURNS.busy || !TURNS.queue.length) return;
+  TURNS.busy = true;
+  const run = TURNS.queue.shift();
+  requestAnimationFrame(async () => {
+    try { await run(); } catch (error) { console.error("fa_explore plot turn failed", error); }
+    setTimeout(() => { TURNS.busy = false; nextTurn(); }, 0);
+  });
+}
+
 const CONFIG = { responsive: false, displayModeBar: false, displaylogo: false,
                  doubleClick: "reset" };
 
@@ -127,13 +145,16 @@ function render({ model, el }) {
     await plotly.relayout(graph, { width, height });
   }
 
+  let waiting = false;  // in the queue of turns
   function schedule() {
-    if (drawing || !plotly || !alive || !queue.length) return;
-    drawing = true;
-    requestAnimationFrame(run);
+    if (drawing || waiting || !plotly || !alive || !queue.length) return;
+    waiting = true;
+    takeTurn(run);
   }
 
   async function run() {
+    waiting = false;
+    drawing = true;
     let ops = queue;
     queue = [];
     const last = ops.map((o) => o.kind).lastIndexOf("full");
@@ -271,6 +292,19 @@ class PlotlyView(anywidget.AnyWidget):
     def _set_figure(self, figure: go.Figure) -> None:
         text = figure.to_json()
         data = json.loads(text).get("data", [])
+        self._show_json(text, data)
+
+    def prepare(self, figure: go.Figure) -> tuple[go.Figure, str]:
+        """The figure's JSON, made without holding any lock (it is the slow part);
+        pass the result to :meth:`show_prepared`."""
+        return figure, figure.to_json()
+
+    def show_prepared(self, prepared: tuple[go.Figure, str]) -> None:
+        figure, text = prepared
+        self._figure = figure
+        self._show_json(text, json.loads(text).get("data", []))
+
+    def _show_json(self, text: str, data: list) -> None:
         with self._lock:
             self._lengths = [_length(trace.get("x")) for trace in data]
             self.needs_full = False

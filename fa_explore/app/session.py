@@ -250,8 +250,12 @@ class TrainingSession:
                  on_snapshot: SnapshotListener | None = None,
                  on_landscape: LandscapeListener | None = None,
                  landscape_interval: float | None = 3.0, landscape_first: float = 0.5,
-                 landscape_batch: int = 256, landscape_resolution: int = 25):
+                 landscape_batch: int = 256, landscape_resolution: int = 25,
+                 torch_threads: int | None = None):
         self.config = config or RunConfig()
+        # At most this many CPU threads for torch in this process while training
+        # (None: torch's own choice); the dashboard leaves a core to the page.
+        self.torch_threads = torch_threads
         self.status = "ready"
         self.message = "pick a rule and press Train"
         self.warning = ""  # e.g. accuracy back at chance; shown beside the status
@@ -779,6 +783,8 @@ class TrainingSession:
                                 "without it", previous.name, self.PREVIOUS_TIMEOUT)
             if stop_event.is_set():
                 return
+            if self.torch_threads is not None and torch.get_num_threads() > self.torch_threads:
+                torch.set_num_threads(self.torch_threads)
             data = self._load_data(cfg, stop_event)
             self._hook("loaded")
             if stop_event.is_set():

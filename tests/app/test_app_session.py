@@ -617,3 +617,15 @@ def test_warm_up_config_is_small_or_none():
     assert warm_up_config(RunConfig(hidden=(2048, 2048))).hidden == (32, 32)
     cnn = warm_up_config(RunConfig(model="cnn", channels=(512, 512), dataset="mnist1d"))
     assert cnn.channels == (8,)
+
+
+def test_training_leaves_cores_to_the_page_when_asked(recorder):
+    before = torch.get_num_threads()
+    session = TrainingSession(QUICK, landscape_interval=None, torch_threads=1)
+    try:
+        session.start()
+        assert wait_until(lambda: session.status == "finished")
+        assert torch.get_num_threads() == 1
+    finally:
+        session.close(timeout=None)
+        torch.set_num_threads(before)
