@@ -82,6 +82,29 @@ function nextTurn() {
   });
 }
 
+// plotly.py sends numeric arrays as {dtype, bdata} (base64). plotly.js decodes them
+// for drawing but keeps the encoded object in graph.data, where extendTraces and the
+// length checks below need real arrays: decode scatter x and y here.
+const DTYPES = { f8: Float64Array, f4: Float32Array, i4: Int32Array, i2: Int16Array,
+                 i1: Int8Array, u4: Uint32Array, u2: Uint16Array, u1: Uint8Array };
+function decoded(values) {
+  if (!values || typeof values !== "object" || typeof values.bdata !== "string") return values;
+  const kind = DTYPES[values.dtype];
+  if (!kind || values.shape && String(values.shape).includes(",")) return values;
+  const text = atob(values.bdata);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  return Array.from(new kind(bytes.buffer));
+}
+function plainLines(data) {
+  for (const trace of data) {
+    if ((trace.type || "scatter") !== "scatter") continue;
+    trace.x = decoded(trace.x);
+    trace.y = decoded(trace.y);
+  }
+  return data;
+}
+
 const CONFIG = { responsive: false, displayModeBar: false, displaylogo: false,
                  doubleClick: "reset" };
 
@@ -110,7 +133,7 @@ function render({ model, el }) {
   async function drawFull() {
     let figure;
     try { figure = JSON.parse(model.get("figure_json") || "{}"); } catch (e) { return; }
-    const data = figure.data || [];
+    const data = plainLines(figure.data || []);
     const layout = figure.layout || {};
     height = layout.height || height;
     graph.style.height = height + "px";
