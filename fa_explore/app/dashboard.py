@@ -97,7 +97,8 @@ PANEL_HELP = {
                  "Jacobian ∂y/∂h). 90° means unrelated, 0° is backprop; layer 1 has no "
                  "weight angle, because no error is sent back into the input. Right: the "
                  "angle between the rule's update and the true gradient; the output layer's "
-                 "is 0° for most rules, since its error is the exact output error.",
+                 "is 0° for most rules, since its error is the exact output error. With "
+                 "pinned runs, colour is the run and the line style the layer.",
     "landscape": "The loss on the plane spanned by the two main directions of the weights' "
                  "path (PC1, PC2: principal components of the recorded weight vectors, with "
                  "the share of the movement each explains). The white line is the path from "

@@ -232,8 +232,8 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
     Traces: ``weight_angle/1..L`` then ``grad_angle/1..L`` for the live run, then
     the same per pinned run. Alone, the live run has a colour per layer; with pinned
     runs, colour tells the runs apart (the live run black, on top, each pinned run
-    its colour from the curves figure) and the line style the layers, which the
-    live run's legend entries show. NaN columns give empty traces; when every
+    its colour from the curves figure) and the line style the layers: the live run's
+    legend entries ("layer 1" solid, "layer 2" dashed, ...) are the key. NaN columns give empty traces; when every
     weight angle is NaN a note says the rule has no feedback matrix.
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
@@ -273,8 +273,6 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
                      ticktext=["0°", "45°", "90°", "135°", "180°"])
     fig.update_yaxes(title_text="angle", row=1, col=1)
     _style(fig, "Alignment per layer", uirevision)
-    if compare:
-        fig.update_layout(legend_title_text="line style = layer; colour = run:")
     has_rows = history is not None and len(history) > 0
     if has_rows and not any(len(_series(history, f"weight_angle/{layer}")[1])
                             for layer in range(1, n_layers + 1)):

@@ -351,12 +351,15 @@ def test_pinned_runs_get_distinct_colour_blind_safe_colours_and_the_live_run_is_
     alone = views.curves_figure(history(), [PinnedRun("x", history(), color=colors[3])])
     assert alone.data[4].line.color == colors[3]
     # Alignment with pins: colour is the run, line style the layer (the live run's
-    # legend entries show the styles); a legend title says so.
+    # legend entries show the styles).
     align = views.alignment_figure(history(), N_LAYERS, pinned[:2])
     live = align.data[:N_LAYERS]
     assert [t.line.dash for t in live] == list(views.LAYER_DASHES[:N_LAYERS])
     assert {t.line.color for t in align.data[:2 * N_LAYERS]} == {views.LIVE_COLOR}
-    assert "line style = layer" in align.layout.legend.title.text
+    # The live run's legend entries are the key: "layer k" in black, in its style.
+    assert [t.name for t in align.data[N_LAYERS:2 * N_LAYERS]] == [
+        f"layer {k}" for k in range(1, N_LAYERS + 1)]
+    assert all(t.showlegend for t in align.data[N_LAYERS:2 * N_LAYERS])
     alone = views.alignment_figure(history(), N_LAYERS)
     assert len({t.line.color for t in alone.data[:N_LAYERS]}) == N_LAYERS
 
