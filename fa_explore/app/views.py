@@ -233,8 +233,9 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
     the same per pinned run. Alone, the live run has a colour per layer; with pinned
     runs, colour tells the runs apart (the live run black, on top, each pinned run
     its colour from the curves figure) and the line style the layers: the live run's
-    legend entries ("layer 1" solid, "layer 2" dashed, ...) are the key. NaN columns give empty traces; when every
-    weight angle is NaN a note says the rule has no feedback matrix.
+    legend entries ("layer 1" solid, "layer 2" dashed, ...) are the key. NaN columns
+    give empty traces; when every weight angle is NaN a note says the rule has no
+    feedback matrix.
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
         raise ValueError(f"n_layers must be an integer >= 1; got {n_layers!r}")
