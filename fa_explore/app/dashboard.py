@@ -120,6 +120,8 @@ _CSS = """
 .fx-dashboard .fx-header h2 { margin: 0 12px 0 0; font-size: 18px; font-weight: 600;
   display: inline; }
 .fx-dashboard .fx-header p { margin: 0; color: #555; font-size: 12.5px; display: inline; }
+.fx-dashboard .fx-header a { color: #0b61a4; text-decoration: none; }
+.fx-dashboard .fx-header a:hover { text-decoration: underline; }
 .fx-header-row { margin: 2px 0 4px 0; align-items: baseline; flex-wrap: wrap; gap: 2px 16px; }
 .fx-controls { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 6px;
   padding: 4px 8px; max-height: calc(100vh - 70px); overflow-y: auto !important;
