@@ -13,8 +13,8 @@ kernels, kernels that go when their page goes, and a page that needs no internet
   check) have their kernels culled: this module's server culls after 15 s
   instead of voila.json's minutes, to keep the test short.
 
-Timings go to test-artifacts/browser-timings-server.txt and are printed; the
-bounds asserted are sanity bounds, not budgets.
+Timings (with the load average) go to test-artifacts/browser-timings.txt and are
+printed; the bounds asserted are sanity bounds, not budgets.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from pages import TIMEOUT_MS, Timings, loadavg
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 120_000  # a cold kernel on a busy 2-core machine takes a while
 CULL_AFTER = 15  # seconds, this module's server (voila.json: 300 and 60)
 CULL_INTERVAL = 2
 SERVER_ARGS = (f"--MappingKernelManager.cull_idle_timeout={CULL_AFTER}",
@@ -41,22 +41,9 @@ SHARED_LINK = "?" + urllib.parse.urlencode(
 LOCAL_HOSTS = {"127.0.0.1"}
 
 
-class Timings:
-    def __init__(self, path):
-        self.path, self.lines = path, []
-
-    def add(self, capsys, text):
-        with open("/proc/loadavg") as f:
-            load = " ".join(f.read().split()[:3])
-        self.lines.append(f"{text}  (load average {load})")
-        self.path.write_text("\n".join(self.lines) + "\n")
-        with capsys.disabled():
-            print(f"\n[browser timing] {self.lines[-1]}")
-
-
 @pytest.fixture(scope="module")
 def timings(artifacts):
-    return Timings(artifacts / "browser-timings-server.txt")
+    return Timings(artifacts / "browser-timings.txt")
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +59,10 @@ def context(browser, server):
     context = browser.new_context(viewport={"width": 1500, "height": 1400})
     yield context
     context.close()
+
+
+def report(timings, capsys, text):
+    timings.add(capsys, f"{text} (load average {loadavg()})")
 
 
 def wait_ready(page):
@@ -137,8 +128,8 @@ def shared_link_page(context, server):
 def test_a_shared_link_from_a_preheated_kernel_shows_its_settings(shared_link_page, server,
                                                                    timings, capsys):
     page = shared_link_page
-    timings.add(capsys, f"page ready (navigation to widgets ready), preheated kernel "
-                        f"({page.warm_before} warmed up so far): {page.load_seconds:.1f} s")
+    report(timings, capsys, f"page ready (navigation to widgets ready), preheated kernel "
+           f"({page.warm_before} warmed up so far): {page.load_seconds:.1f} s")
     assert f"Using pre-heated kernel: {kernel_id(page)}" in server.log()
     assert page.locator(".fx-rule select").input_value().split()[0] == "dfa"  # "dfa — ..."
     assert page.locator(".fx-width input").input_value() == "64"
@@ -187,9 +178,9 @@ def test_reloading_five_times_leaves_one_kernel_for_the_page(context, server, sh
         # Two pages are open (this one and the shared link's): one kernel each, plus
         # the pool (full, or refilling).
         live = server.kernel_pids()
-        timings.add(capsys, f"after 5 reloads: {len(live)} kernel processes "
-                            f"(2 open pages, pool of {server.pool_size}); page loads "
-                            + ", ".join(f"{s:.1f}" for s in seconds) + " s")
+        report(timings, capsys, f"after 5 reloads: {len(live)} kernel processes "
+               f"(2 open pages, pool of {server.pool_size}); page loads "
+               + ", ".join(f"{s:.1f}" for s in seconds) + " s")
         assert len(live) <= 2 + server.pool_size, live
         assert "'_xsrf' argument missing" not in server.log()
         assert not re.search(r"40\d POST /voila/api/shutdown", server.log())
@@ -204,7 +195,7 @@ def test_a_closed_page_takes_its_kernel_along(context, server, timings, capsys):
     page.close(run_before_unload=True)  # as closing the tab: beforeunload runs
     gone = wait_gone(server, kernel)
     assert gone is not None, f"the closed page's kernel {kernel} is still there"
-    timings.add(capsys, f"closed page: its kernel gone after {gone:.1f} s")
+    report(timings, capsys, f"closed page: its kernel gone after {gone:.1f} s")
 
 
 def test_a_page_gone_without_goodbye_has_its_kernel_culled(context, server, timings, capsys):
@@ -213,8 +204,8 @@ def test_a_page_gone_without_goodbye_has_its_kernel_culled(context, server, timi
     page.close()  # no beforeunload, no beacon: like a crashed browser or a lost network
     gone = wait_gone(server, kernel, timeout=CULL_AFTER + GONE_WITHIN)
     assert gone is not None, f"the vanished page's kernel {kernel} was never culled"
-    timings.add(capsys, f"vanished page (no beacon): its kernel culled after {gone:.1f} s "
-                        f"(cull_idle_timeout {CULL_AFTER} s, interval {CULL_INTERVAL} s)")
+    report(timings, capsys, f"vanished page (no beacon): its kernel culled after {gone:.1f} s "
+           f"(cull_idle_timeout {CULL_AFTER} s, interval {CULL_INTERVAL} s)")
 
 
 def test_a_plain_get_leaves_no_kernel_behind(server, timings, capsys):
@@ -226,8 +217,8 @@ def test_a_plain_get_leaves_no_kernel_behind(server, timings, capsys):
     gone = wait_gone(server, kernel, timeout=CULL_AFTER + GONE_WITHIN)
     assert gone is not None, f"the kernel {kernel} of a GET without a browser stayed"
     assert f"Culling kernel {kernel}: no browser connected" in server.log()
-    timings.add(capsys, f"plain GET (no browser): its kernel culled after {gone:.1f} s "
-                        f"(cull_unconnected_timeout {CULL_AFTER} s)")
+    report(timings, capsys, f"plain GET (no browser): its kernel culled after {gone:.1f} s "
+           f"(cull_unconnected_timeout {CULL_AFTER} s)")
 
 
 def test_the_server_logged_no_traceback(server):
