@@ -114,11 +114,17 @@ def shared_link_page(context, server):
             route.abort()
 
     context.route("**/*", route)
+    # Routes see every request but websockets (the kernel's, the query's): recorded too.
+    def record_websockets(page):
+        page.on("websocket", lambda websocket: requests.append(websocket.url))
+
+    context.on("page", record_websockets)
     try:
         page, seconds = open_page(context, server.url + SHARED_LINK, errors)
         page.evaluate("() => document.fonts.ready.then(() => null)")
     finally:
         context.unroute("**/*")
+        context.remove_listener("page", record_websockets)
     page.requests, page.page_errors = requests, errors
     page.load_seconds, page.warm_before = seconds, warm
     yield page
@@ -145,6 +151,7 @@ def test_a_shared_link_from_a_preheated_kernel_shows_its_settings(shared_link_pa
 def test_the_page_loads_nothing_from_another_host(shared_link_page):
     page = shared_link_page
     assert page.requests, "no request was recorded"
+    assert any(url.startswith("ws://") for url in page.requests), "no websocket recorded"
     elsewhere = [url for url in page.requests
                  if urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS]
     assert elsewhere == [], elsewhere
