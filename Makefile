@@ -10,8 +10,9 @@
 #                             time, scaling; table, JSON and HTML in benchmarks/results/
 #   make bench-accuracy       train every rule with its defaults: accuracy vs floors, wall time
 #
-# Variables: PYTHON (interpreter that creates .venv), TORCH, EXTRAS (what gets installed;
-# changing either re-installs), APP_PORT, TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
+# Variables: PYTHON (interpreter that creates .venv), TORCH, EXTRAS (what gets installed:
+# app,dev,sweep, and just app for `make app`; another TORCH or a new extra re-installs),
+# APP_PORT (the dashboard's port, 8866), TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -35,9 +36,9 @@ ifeq ($(CI),true)
 endif
 
 STAMP := $(VENV)/.fa_explore-installed
-# What was installed (TORCH and EXTRAS); rewritten only when a value changes.
+# What was installed: TORCH and the extras (the EXTRAS of every install so far).
 STAMP_VARS := $(VENV)/.fa_explore-install-vars
-INSTALL_VARS := TORCH=$(TORCH) EXTRAS=$(EXTRAS)
+comma := ,
 
 .PHONY: help install app lint test train bench bench-accuracy FORCE
 
@@ -49,20 +50,36 @@ help: ## list the targets
 		sed -e 's/\$$(APP_PORT)/$(APP_PORT)/g' | \
 		awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
+# Rewritten only when the install must change: another TORCH, or an extra that no
+# install so far had. A venv with more than EXTRAS asks for is kept as it is, so
+# `make app` (EXTRAS=app) after `make test` reinstalls nothing.
 $(STAMP_VARS): FORCE
 	@mkdir -p $(VENV)
-	@echo '$(INSTALL_VARS)' | cmp -s - $@ || echo '$(INSTALL_VARS)' > $@
+	@have=$$(sed -n 's/.*EXTRAS=//p' $@ 2>/dev/null | tr ',' ' '); want="$$have"; \
+	for extra in $(subst $(comma), ,$(EXTRAS)); do \
+		[[ " $$want " == *" $$extra "* ]] || want="$$want $$extra"; \
+	done; \
+	want=$$(echo $$want | tr ' ' ','); \
+	echo "TORCH=$(TORCH) EXTRAS=$$want" | cmp -s - $@ || echo "TORCH=$(TORCH) EXTRAS=$$want" > $@
 
 # Reinstalled when pyproject.toml changes (new dependencies or extras) and when
-# TORCH or EXTRAS differ from the last install (e.g. `make install EXTRAS=app`).
+# TORCH or the extras differ from the last install (e.g. `make install EXTRAS=sweep`).
 $(STAMP): pyproject.toml $(STAMP_VARS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) "$(TORCH)"
-	$(PY) -m pip install $(PIP_FLAGS) -e ".[$(EXTRAS)]"
+	$(PY) -m pip install $(PIP_FLAGS) -e ".[$$(sed -n 's/.*EXTRAS=//p' $(STAMP_VARS))]"
+	@# The dashboard's page template (voila.json names it), linked where this venv's
+	@# Voila and Jupyter look for templates.
+	@if [ -d $(VENV)/share/jupyter/voila/templates ]; then \
+		ln -sfn "$(CURDIR)/share/jupyter/voila/templates/fa_explore" \
+			$(VENV)/share/jupyter/voila/templates/fa_explore; fi
 	@touch $@
 
 install: $(STAMP) ## create .venv and install torch, then the package with its extras
 
+# The app needs only the `app` extra (Voila, ipywidgets, plotly), not the test and
+# sweep tools. Voila reads voila.json here: preheated kernels, culling, page template.
+app: EXTRAS = app
 app: $(STAMP) ## serve the dashboard with Voila on http://127.0.0.1:$(APP_PORT)
 	$(VENV)/bin/voila apps/alignment_dashboard.ipynb --no-browser \
 		--port=$(APP_PORT) --Voila.ip=127.0.0.1

@@ -1,0 +1,58 @@
+"""fa_explore.app.serving without a server: which kernels the culler shuts down.
+(tests/browser/test_server.py runs the real server: the _xsrf cookie, culling.)"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("voila")
+from fa_explore.app.serving import ClassroomKernelManager  # noqa: E402
+
+
+def manager(**kernels):
+    km = ClassroomKernelManager(cull_unconnected_timeout=60, cull_idle_timeout=300)
+    shut = []
+
+    async def shutdown_kernel(kernel_id, *args, **kwargs):
+        shut.append(kernel_id)
+
+    km.shutdown_kernel = shutdown_kernel
+    now = datetime.now(UTC)
+    for kernel_id, (state, idle_seconds) in kernels.items():
+        km._kernels[kernel_id] = SimpleNamespace(
+            execution_state=state, last_activity=now - timedelta(seconds=idle_seconds),
+            kernel_name="python3", kernel_spec=SimpleNamespace(metadata={}))
+        km._kernel_connections[kernel_id] = 0
+    return km, shut
+
+
+def cull(km):
+    asyncio.run(km.cull_kernels())
+
+
+def test_a_kernel_nobody_connected_to_goes_after_cull_unconnected_timeout():
+    km, shut = manager(fresh=("idle", 10), fetched=("idle", 61), busy=("busy", 600))
+    cull(km)
+    assert shut == ["fetched"]
+
+
+def test_a_kernel_a_page_connected_to_is_culled_only_by_the_idle_timeout():
+    km, shut = manager(open_page=("idle", 200), left_page=("idle", 200), gone=("idle", 301))
+    for kernel_id in ("open_page", "left_page", "gone"):
+        km.notify_connect(kernel_id)
+    km.notify_disconnect("left_page")
+    km.notify_disconnect("gone")
+    cull(km)
+    # Still connected: kept. Disconnected for less than cull_idle_timeout: kept.
+    assert shut == ["gone"]
+
+
+def test_no_separate_limit_when_cull_unconnected_timeout_is_zero():
+    km, shut = manager(fetched=("idle", 120))
+    km.cull_unconnected_timeout = 0
+    cull(km)
+    assert shut == []
