@@ -60,3 +60,19 @@ def offline_openml(monkeypatch, tmp_path):
     monkeypatch.setattr(openml, "time", _NoSleep())
     monkeypatch.setenv("FA_EXPLORE_DATA", str(tmp_path / "data"))
     return tmp_path / "data", requests
+
+
+@pytest.fixture(scope="session")
+def fa_run_and_bp_copy():
+    """A short FA run on digits and a BP model loaded with its weights: analyses of
+    the network function must give the same numbers for both (the rule that trained
+    it never enters them)."""
+    import fa_explore
+    from fa_explore import RunConfig
+
+    run = fa_explore.train(RunConfig(rule="fa", hidden=(16,), epochs=1, train_size=200,
+                                     eval_size=64))
+    bp_model, _ = fa_explore.build(RunConfig(rule="bp", hidden=(16,)), run.data.input_shape,
+                                   run.data.n_classes)
+    bp_model.load_state_dict(run.model.state_dict())
+    return run, bp_model

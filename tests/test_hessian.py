@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, hessian
 
-import fa_explore
 from fa_explore import CNN, MLP, RunConfig
 from fa_explore.analysis import (
     HessianOperator,
@@ -63,12 +62,8 @@ def mlp_case():
 
 
 @pytest.fixture(scope="module")
-def fa_and_bp():
-    run = fa_explore.train(RunConfig(rule="fa", hidden=(16,), epochs=1, train_size=200,
-                                     eval_size=64))
-    bp_model, _ = fa_explore.build(RunConfig(rule="bp", hidden=(16,)), run.data.input_shape,
-                                   run.data.n_classes)
-    bp_model.load_state_dict(run.model.state_dict())
+def fa_and_bp(fa_run_and_bp_copy):
+    run, bp_model = fa_run_and_bp_copy
     return run, bp_model, run.data.x_train[:64], run.data.y_train[:64]
 
 
@@ -249,7 +244,7 @@ def test_calls_leave_the_model_its_grads_and_mode_alone():
 
 
 def test_training_logs_the_hessian_on_request():
-    from fa_explore import RunConfig, train
+    from fa_explore import train
     from fa_explore.analysis.hessian import hessian_eigenvalues, hessian_trace
     from fa_explore.training import HESSIAN_TRACE_PROBES, PROBE_BATCH, _fixed_subset
 

@@ -210,12 +210,8 @@ def test_sharpness_is_the_top_eigenvalue_and_the_hutchinson_trace():
     assert_same_state(model, before)
 
 
-def test_sharpness_of_fa_and_bp_models_with_the_same_weights_is_equal():
-    run = fa_explore.train(RunConfig(rule="fa", hidden=(16,), epochs=1, train_size=200,
-                                     eval_size=64))
-    bp_model, _ = fa_explore.build(RunConfig(rule="bp", hidden=(16,)), run.data.input_shape,
-                                   run.data.n_classes)
-    bp_model.load_state_dict(run.model.state_dict())
+def test_sharpness_of_fa_and_bp_models_with_the_same_weights_is_equal(fa_run_and_bp_copy):
+    run, bp_model = fa_run_and_bp_copy
     x, y = run.data.x_train[:64], run.data.y_train[:64]
     assert sharpness(run.model, x, y, trace_samples=8) == sharpness(bp_model, x, y,
                                                                     trace_samples=8)

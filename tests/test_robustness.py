@@ -28,12 +28,8 @@ def trained():
 
 
 @pytest.fixture(scope="module")
-def fa_and_bp():
-    run = fa_explore.train(RunConfig(rule="fa", hidden=(16,), epochs=1, train_size=200,
-                                     eval_size=64))
-    bp_model, _ = fa_explore.build(RunConfig(rule="bp", hidden=(16,)), run.data.input_shape,
-                                   run.data.n_classes)
-    bp_model.load_state_dict(run.model.state_dict())
+def fa_and_bp(fa_run_and_bp_copy):
+    run, bp_model = fa_run_and_bp_copy
     return run, bp_model, run.data.x_test[:100], run.data.y_test[:100]
 
 
