@@ -47,6 +47,7 @@ from .training import (
     Snapshot,
     _fixed_subset,
     build,
+    eval_interval,
     hessian_row,
     lr_factor_at,
     resolve_device,
@@ -207,7 +208,7 @@ def _resolved(cfg: RunConfig, n_train: int) -> RunConfig:
     cfg = cfg.resolve()
     steps = math.ceil(n_train / cfg.batch_size) * cfg.epochs
     if cfg.eval_every is None:
-        cfg = cfg.replace(eval_every=max(1, steps // 50))
+        cfg = cfg.replace(eval_every=eval_interval(cfg, steps))
     return cfg
 
 

@@ -459,6 +459,12 @@ class LossCheck:
         return first + index, losses[index].item()
 
 
+def eval_interval(cfg: RunConfig, total_steps: int) -> int:
+    """Steps between evaluations: ``cfg.eval_every``, or the default for a run of
+    ``total_steps`` steps when it is None."""
+    return cfg.eval_every or max(1, total_steps // 50)
+
+
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:min(size, n)]
 
@@ -511,7 +517,7 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     n_train = len(y_train)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = run.total_steps = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or max(1, total_steps // 50)
+    eval_every = eval_interval(cfg, total_steps)
     if cfg.eval_every is None:
         run.config = cfg = cfg.replace(eval_every=eval_every)
     schedulers = make_schedulers(cfg, optimizers, steps_per_epoch, total_steps)
