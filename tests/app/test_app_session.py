@@ -619,13 +619,16 @@ def test_warm_up_config_is_small_or_none():
     assert cnn.channels == (8,)
 
 
-def test_training_leaves_cores_to_the_page_when_asked(recorder):
+def test_training_uses_the_thread_policy_and_reports_it(recorder):
     before = torch.get_num_threads()
-    session = TrainingSession(QUICK, landscape_interval=None, torch_threads=1)
+    session = TrainingSession(QUICK.replace(threads=2), landscape_interval=None)
+    seen = []
+    session.hooks["snapshot"] = lambda: seen.append(torch.get_num_threads())
     try:
         session.start()
         assert wait_until(lambda: session.status == "finished")
-        assert torch.get_num_threads() == 1
+        assert set(seen) == {2}  # in the worker, while it trains
+        assert session.progress().threads == "2 threads (threads=2)"
     finally:
         session.close(timeout=None)
         torch.set_num_threads(before)
