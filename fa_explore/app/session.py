@@ -670,8 +670,11 @@ class TrainingSession:
                 torch.optim.Adam([torch.zeros(1, requires_grad=True)])
                 if cancel.is_set():
                     return
-                from ..analysis import trajectory_pca  # noqa: F401 - imports sklearn
+                from ..analysis import trajectory_pca
 
+                # The first landscape's PCA imports sklearn.decomposition (and with it
+                # much of sklearn.linear_model): seconds on a busy machine, paid here.
+                trajectory_pca(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)))
                 if cancel.is_set() or not dataset_available(DATASETS[config.dataset]):
                     return
                 data = self._load_data(config, cancel)

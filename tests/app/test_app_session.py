@@ -505,6 +505,20 @@ def test_warm_up_builds_only_a_small_model_and_is_cancelled_by_train(recorder, m
     assert (small.rule, small.dataset, small.train_size) == (big.rule, big.dataset, 200)
 
 
+def test_warm_up_runs_the_landscapes_pca_before_the_first_run(monkeypatch):
+    import fa_explore.analysis as analysis
+
+    calls = []
+    monkeypatch.setattr(analysis, "trajectory_pca",
+                        lambda points, **kwargs: calls.append(tuple(points.shape)))
+    session = TrainingSession(QUICK, landscape_interval=None)
+    try:
+        session.warm_up().join(120)
+        assert calls == [(3, 4)]
+    finally:
+        session.close(timeout=None)
+
+
 def test_the_first_run_reuses_the_data_the_warm_up_is_loading(recorder, monkeypatch):
     import fa_explore.app.session as session_module
 
