@@ -179,6 +179,14 @@ def test_train_draws_points_and_finishes(make_dashboard):
     assert dashboard.progress.value == 1.0 and not dashboard.train.disabled
 
 
+def test_the_progress_line_shows_the_thread_policys_choice(make_dashboard, monkeypatch):
+    monkeypatch.setenv("FA_EXPLORE_THREADS", "1")
+    dashboard = make_dashboard(QUICK)
+    dashboard.train.click()
+    assert wait_until(lambda: "finished" in status_text(dashboard))
+    assert wait_until(lambda: "1 thread (FA_EXPLORE_THREADS=1)" in dashboard.eta.value)
+
+
 def test_changing_a_control_mid_run_stops_it(make_dashboard):
     dashboard = make_dashboard(LONG)
     dashboard.train.click()
