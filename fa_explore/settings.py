@@ -479,11 +479,11 @@ _TABLE: dict[str, dict[str, Setting]] = {
                   minimum=0, maximum=MAX_SEED, control="number"),
         "device": S("str", "auto", "where to train (auto: CUDA when present)",
                     choices=("auto", "cpu", "cuda"), control="dropdown"),
-        "threads": S("int", None, "CPU threads torch uses for the run (process-wide, set at "
-                     "the run's start; see fa_explore/threads.py)", optional=True,
-                     none_means="$FA_EXPLORE_THREADS, else auto: 1 when the cores are "
-                     f"shared (load average >= {SHARED_LOAD:g}, or one CPU), else one per "
-                     "CPU", minimum=1, maximum=MAX_THREADS, control="number"),
+        "threads": S("int", None, "CPU threads torch uses for the run, set in its training "
+                     "thread at its start. Unset: $FA_EXPLORE_THREADS, else auto: 1 when the "
+                     f"process has one CPU or the load average is >= {SHARED_LOAD:g} (shared "
+                     "cores), else one per CPU (fa_explore/threads.py)", optional=True,
+                     none_means="auto", minimum=1, maximum=MAX_THREADS, control="number"),
         "target_loss": S("float", None, "stop once the evaluated training loss is at most "
                          "this", optional=True, none_means="no target", minimum=0,
                          maximum=1e6, control="number", label="target loss"),
