@@ -24,15 +24,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import time
 from pathlib import Path
 from unittest import mock
 
 import pytest
+from load_report import TARGETS, markdown, rules_for, steps_of, summary
 from pages import POINTS_JS, TIMEOUT_MS, loadavg
 
-from fa_explore.rules import RULES
 from fa_explore.threads import ENV
 
 pytestmark = [pytest.mark.browser, pytest.mark.load]
@@ -44,8 +43,6 @@ SECONDS = float(os.environ.get("FA_EXPLORE_LOAD_SECONDS", "60"))
 POOL = os.environ.get("FA_EXPLORE_LOAD_POOL", "")
 # A run that outlasts the test, evaluated every 50 steps (points keep coming).
 RUN_QUERY = "?rule={rule}&epochs=2000&eval_every=50"
-TARGETS = {"median Stop -> stopped (s)": 1.0, "max Train -> first points (s)": 10.0,
-           "max kernel memory (MB)": 600.0}
 GONE_WITHIN = 120.0  # seconds for a closed page's kernel to go: sanity, not a budget
 # Seconds a stage may take on any page before the test calls it broken: many kernels
 # starting at once on 2 cores are slow, and what counts here is that they get there.
@@ -66,21 +63,9 @@ FIRST_POINTS_JS = f"() => {{ const k = ({POINTS_JS})('.fx-plot-curves');" \
 PROGRESS_JS = "() => (document.querySelector('.fx-eta') || {}).textContent || ''"
 
 
-def rules_for(n: int) -> list[str]:
-    """A different rule per student (round the registry again past its size)."""
-    names = list(RULES)
-    return [names[i % len(names)] for i in range(n)]
-
-
 def kernel_id(page) -> str:
     config = page.evaluate("() => document.getElementById('jupyter-config-data').textContent")
     return json.loads(config)["kernelId"]
-
-
-def steps_of(progress: str) -> int | None:
-    """The step count in the progress line ("step 1,234 / 90,000 · ...")."""
-    match = re.search(r"step ([\d,]+) /", progress)
-    return int(match.group(1).replace(",", "")) if match else None
 
 
 def wait_all(pages, js: str, since: dict, arg=None, timeout: float = STAGE_TIMEOUT) -> dict:
@@ -144,56 +129,6 @@ def stuck(pages, times: dict, stage: str, artifacts: Path) -> str:
             text = f"<unreadable: {exc}>"
         lines.append(f"page {index}: {text[:300]!r} (screenshot {shot.name})")
     return f"{stage}: " + "; ".join(lines)
-
-
-def _fmt(value, digits=1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def markdown(result: dict) -> str:
-    s = result["summary"]
-    lines = [f"# Classroom load test: N = {result['n']}, {result['seconds']:g} s of training",
-             "",
-             f"{result['cpus']} CPUs, preheated pool {result['pool']}, load average before "
-             f"{result['load_before']}, during {result['load_during']}, after "
-             f"{result['load_after']}; server process {_fmt(result['server_rss_mb'], 0)} MB.",
-             "", "| page | rule | page ready s | Train -> first points s | Stop -> stopped s "
-             f"| steps in {result['seconds']:g} s | kernel RSS MB | kernel USS MB | threads |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for p in result["pages"]:
-        lines.append(
-            f"| {p['index']} | {p['rule']} | {_fmt(p['page_ready_s'])} | "
-            f"{_fmt(p['first_points_s'])} | {_fmt(p['stop_s'], 2)} | "
-            f"{p['steps'] if p['steps'] is not None else '-'} | "
-            f"{_fmt(p['rss_mb'], 0)} | {_fmt(p['uss_mb'], 0)} | {p['threads'] or '-'} |")
-    lines += ["", "| measure | value | target (2 cores, N = 8) |", "|---|---|---|"]
-    for name, value in s.items():
-        target = TARGETS.get(name)
-        lines.append(f"| {name} | {_fmt(value, 2)} | {'' if target is None else target:} |")
-    lines += ["", f"Kernels of the pages left {result['kernels_left_after_s']} s after the "
-              f"pages closed: {len(result['kernels_left'])}; kernel processes then: "
-              f"{result['kernel_processes_after']} (the pool's included)."]
-    return "\n".join(lines) + "\n"
-
-
-def summary(pages: list[dict]) -> dict:
-    def values(key):
-        return [p[key] for p in pages if p[key] is not None]
-
-    def med(key):
-        v = values(key)
-        return statistics.median(v) if v else None
-
-    def top(key):
-        v = values(key)
-        return max(v) if v else None
-
-    return {"median page ready (s)": med("page_ready_s"), "max page ready (s)": top("page_ready_s"),
-            "median Train -> first points (s)": med("first_points_s"),
-            "max Train -> first points (s)": top("first_points_s"),
-            "median Stop -> stopped (s)": med("stop_s"), "max Stop -> stopped (s)": top("stop_s"),
-            "median steps": med("steps"), "min steps": min(values("steps"), default=None),
-            "median kernel memory (MB)": med("rss_mb"), "max kernel memory (MB)": top("rss_mb")}
 
 
 @pytest.fixture(scope="module")
