@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 from benchmarks import macs as mac_formulas  # noqa: E402
 from fa_explore import RULES, RunConfig, build  # noqa: E402
 from fa_explore.cli import format_table  # noqa: E402
+from fa_explore.threads import pin_threads  # noqa: E402
 from fa_explore.training import make_optimizers  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -501,7 +502,7 @@ def overhead_section(repeats: int, threads: int) -> dict:
     identical to the plain one."""
     from fa_explore import training
 
-    torch.set_num_threads(threads)
+    pin_threads(threads)  # the runs' thread policy too, not only torch's count
     cfg = RunConfig()
     load_before = load_numbers()
     start = time.perf_counter()

@@ -454,10 +454,13 @@ def run_task(config_jsons: Sequence[str], runner: Runner | None = None,
 
 def _single_thread() -> None:
     # One torch thread per worker: N workers x 2 threads on 2 cores oversubscribe
-    # and every run gets slower; parallelism comes from the workers.
+    # and every run gets slower; parallelism comes from the workers. The thread
+    # policy's variable keeps train_iter at one thread too (unless a config says).
     import torch
 
-    torch.set_num_threads(1)
+    from .threads import pin_threads
+
+    pin_threads(1)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set, or parallel work has started in this process

@@ -38,6 +38,7 @@ from .data import Dataset, dataset_from_config, dataset_shape
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
+from .threads import apply_threads
 
 FORMAT_VERSION = 1
 # Every status a Run can have; the only list of them (the dashboard's own states,
@@ -230,7 +231,9 @@ class Run:
     ``epoch``, the evaluated losses and accuracies, ``lr`` (the learning rate the
     next update uses, schedule applied, of the rule's first parameter group: the
     model's), ``time`` and the per-layer metrics. ``stop_reason`` says why the run
-    ended (:data:`STOP_REASONS`; None while it runs).
+    ended (:data:`STOP_REASONS`; None while it runs). ``threads`` is the thread
+    policy's choice for a CPU run trained here: ``(count, reason)``
+    (:mod:`fa_explore.threads`).
     """
 
     def __init__(self, config: RunConfig, model: FeedforwardNet, rule: Rule,
@@ -246,6 +249,8 @@ class Run:
         self.rows: list[dict[str, Any]] = []
         self.trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
         self.total_steps = 0
+        # (count, reason) from the thread policy for a CPU run that trained here.
+        self.threads: tuple[int, str] | None = None
 
     @property
     def status(self) -> str:
@@ -504,13 +509,19 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     The parameter trajectory is recorded at every evaluation, or every
     ``trajectory_every`` steps when set (always with step 0 and the last step),
     bounded as :class:`Trajectory` says.
+
+    On the CPU, the thread policy (``cfg.threads``, :mod:`fa_explore.threads`) sets
+    torch's thread count first; ``run.threads`` records the choice.
     """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device)
+    # Before anything computes: torch's thread count is process-wide (thread policy).
+    threads = apply_threads(cfg.threads) if device.type == "cpu" else None
     data = dataset_from_config(cfg) if data is None else data
     model, rule = build(cfg, data.input_shape, data.n_classes, device)
     optimizers = make_optimizers(cfg, model, rule)
     run = Run(cfg, model, rule, data)
+    run.threads = threads
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)

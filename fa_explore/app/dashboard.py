@@ -314,17 +314,15 @@ class Dashboard(widgets.VBox):
     part of a link in the status line instead of failing. Nothing trains until
     Train is pressed. ``warm_up=False`` skips the background warm-up (tests);
     ``clock`` paces the redraws (:class:`RedrawPacer`; tests pass a fake one).
-    ``torch_threads`` bounds torch's CPU threads while training (``"auto"``: all
-    cores but one, which the page, the kernel's messages and the plots need; None:
-    torch's default).
+    Torch's CPU threads follow the run's ``threads`` setting (the thread policy,
+    :mod:`fa_explore.threads`); the progress line shows the choice.
     """
 
     _previous: ClassVar[weakref.ref | None] = None
 
     def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
                  landscape_interval: float | None = 3.0, warm_up: bool = True,
-                 clock: Callable[[], float] = time.monotonic, close_previous: bool = True,
-                 torch_threads: int | str | None = "auto"):
+                 clock: Callable[[], float] = time.monotonic, close_previous: bool = True):
         if close_previous:
             previous = Dashboard._previous() if Dashboard._previous else None
             if previous is not None:
@@ -335,13 +333,9 @@ class Dashboard(widgets.VBox):
         self._ui = threading.RLock()
         self._local = threading.local()
         self._clock = clock
-        if torch_threads == "auto":  # one core for the page, the kernel's I/O, the plots
-            cores = os.cpu_count() or 1
-            torch_threads = max(1, cores - 1) if cores > 1 else None
         self.session = TrainingSession(
             config or RunConfig(), on_status=self._on_status, on_snapshot=self._on_snapshot,
-            on_landscape=self._on_landscape, landscape_interval=landscape_interval,
-            torch_threads=torch_threads)
+            on_landscape=self._on_landscape, landscape_interval=landscape_interval)
         self._render_wanted = threading.Event()
         self._closing = threading.Event()
         self._closed = False
@@ -726,8 +720,10 @@ class Dashboard(widgets.VBox):
                     left = " · paused"
                 else:
                     left = ""
+                threads = (f' · <span class="fx-threads">{html.escape(progress.threads)}</span>'
+                           if progress.threads else "")
                 text = (f"step {progress.step:,} / {progress.total_steps:,} · "
-                        f"{format_seconds(progress.elapsed)}{left}")
+                        f"{format_seconds(progress.elapsed)}{left}{threads}")
             else:
                 self.progress.value = 0
                 text = "starting…" if status == "starting" else ""
