@@ -41,6 +41,7 @@ from .data import Dataset, dataset_from_config, dataset_options
 from .metrics import ConservationTracker
 from .models import MLP
 from .rules import RULES
+from .threads import apply_threads
 from .training import (
     PROBE_BATCH,
     Run,
@@ -190,7 +191,7 @@ def _group_key(cfg: RunConfig, data: Dataset, device: torch.device) -> tuple | N
         return None
     return (id(data), tuple(cfg.hidden), cfg.activation, cfg.batch_size, cfg.epochs,
             cfg.eval_every, cfg.eval_size, cfg.optimizer, str(device), cfg.trajectory_every,
-            cfg.hessian_every)
+            cfg.hessian_every, cfg.threads)
 
 
 def _data_key(cfg: RunConfig) -> tuple:
@@ -323,6 +324,8 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
     """Train one batched ensemble, yielding every member's snapshot at each evaluation."""
     first = configs[0].resolve()
     device = resolve_device(first.device)
+    # The thread policy, as train_iter applies it (the first member's setting).
+    threads = apply_threads(first.threads) if device.type == "cpu" else None
     x_train = data.x_train.to(device).flatten(1)
     y_train = data.y_train.to(device)
     x_test, y_test = data.x_test.to(device).flatten(1), data.y_test.to(device)
@@ -337,6 +340,7 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
         run = Run(cfg, model, rule, data)
         run.total_steps = total_steps
         run.optimizers, run.schedulers = [], []
+        run.threads = threads
         data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
         subset_gen = torch.Generator().manual_seed(data_seed + 3)
         train_eval = _fixed_subset(n_train, cfg.eval_size, subset_gen).to(device)
