@@ -444,7 +444,8 @@ def sweep_figure(summary, *, uirevision: str = "fx-sweep") -> go.Figure:
         fig.update_xaxes(title_text=summary.x, type=("log" if summary.log_x else "linear")
                          if summary.numeric_x else "category")
         fig.update_yaxes(title_text=f"final {summary.metric}",
-                         tickformat=".0%" if percent else None)
+                         tickformat=".0%" if percent else None,
+                         range=[0, 1.02] if percent else None)
         title = f"Sweep: final {summary.metric} over {summary.x} ({seeds})"
     else:
         ys = [_tick_text(v) for v in summary.y_values]

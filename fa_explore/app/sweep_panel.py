@@ -141,19 +141,19 @@ class SweepPanel:
         self.seeds = widgets.BoundedIntText(
             value=DEFAULT_SEEDS, min=1, max=MAX_SWEEP_SEEDS, description="seeds",
             tooltip="Runs of every point with seeds from the controls' seed up: the band "
-                    "is their min–max", style={"description_width": "40px"},
-            layout=widgets.Layout(width="110px"))
+                    "is their min–max", style={"description_width": "44px"},
+            layout=widgets.Layout(width="120px"))
         self.epochs = widgets.BoundedIntText(
             value=DEFAULT_EPOCHS, min=1, max=1000, description="epochs",
             tooltip="Epochs of each run (unless epochs is what varies)",
-            style={"description_width": "46px"}, layout=widgets.Layout(width="120px"))
-        self.metric = widgets.Dropdown(description="metric", style={"description_width": "46px"},
+            style={"description_width": "50px"}, layout=widgets.Layout(width="130px"))
+        self.metric = widgets.Dropdown(description="metric", style={"description_width": "50px"},
                                        layout=widgets.Layout(width="230px"))
         self.backend = widgets.Dropdown(
             options=list(BACKENDS), value=DEFAULT_BACKEND, description="backend",
             tooltip="sequential: in this kernel (Stop stops the running point at once); "
-                    "local: 2 worker processes", style={"description_width": "54px"},
-            layout=widgets.Layout(width="200px"))
+                    "local: 2 worker processes", style={"description_width": "60px"},
+            layout=widgets.Layout(width="210px"))
         self.run = widgets.Button(description="Run sweep", icon="play", button_style="primary",
                                   tooltip=f"Train every point (at most {MAX_SWEEP_RUNS} runs)",
                                   layout=widgets.Layout(width="auto"))
