@@ -164,7 +164,9 @@ class AnalysePanel:
             table = analysis_table_html(results)
             if table != self._table_html:
                 self.table.value = self._table_html = table
-        key = tuple((r.key, r.label, r.status, id(r.robustness)) for r in results)
+        # The stored results (not the relabelled copies) say whether anything changed.
+        key = tuple((r.key, names.get(r.key), r.status, id(r.robustness))
+                    for r in self.session.results)
         if key == self._drawn and not self.plot.needs_full:
             return False
         if self.plot.busy:

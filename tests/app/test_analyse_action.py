@@ -100,6 +100,8 @@ def test_analyse_a_finished_then_a_pinned_run_in_the_dashboard(dashboard):
     assert "<caption>this run: fa on digits · done</caption>" in panel.table.value
     assert wait_until(lambda: panel.plot.layout.display == "" and panel.plot.trace_lengths()
                       == [2])
+    sent = panel.plot.seq
+    assert panel.render() is False and panel.plot.seq == sent  # nothing new: nothing sent
     dashboard.pin.click()
     # Pinned, the run and its analysis are named "pin 1".
     assert wait_until(lambda: "<caption>pin 1: fa on digits · done</caption>"

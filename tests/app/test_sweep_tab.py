@@ -232,3 +232,18 @@ def test_bad_sweep_input_is_a_message_not_a_traceback(dashboard):
     assert panel.session.view.status == "ready"
     panel.stop.click()  # nothing going: said so
     assert wait_until(lambda: "Nothing to stop" in panel.status.value)
+
+
+def test_stop_in_the_tab_cancels_the_point_in_flight_and_the_rest(dashboard):
+    panel = dashboard.sweep_panel
+    panel.x.name.value = "init_angle"
+    assert wait_until(lambda: panel.x.synced == "init_angle")
+    panel.epochs.value = 1000  # far longer than the test: only Stop ends it
+    panel.run.click()
+    assert wait_until(lambda: not panel.stop.disabled)
+    panel.stop.click()
+    assert panel.session.wait_idle(120)
+    view = panel.session.view
+    assert view.status == "stopped" and view.rows == ()  # the point in flight was stopped too
+    assert wait_until(lambda: "stopped: 0 of 3 runs done" in panel.status.value
+                      and panel.stop.disabled and not panel.run.disabled)
