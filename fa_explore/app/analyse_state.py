@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -83,8 +83,7 @@ def analyse_run(run, label: str, key: int = 0, *, should_stop: Callable[[], bool
 
     def step(**changes: Any) -> AnalysisResult:
         nonlocal result
-        result = AnalysisResult(**{**result.__dict__, **changes,
-                                   "seconds": time.perf_counter() - started})
+        result = replace(result, **changes, seconds=time.perf_counter() - started)
         if on_progress is not None:
             on_progress(result)
         if stop():
@@ -106,8 +105,7 @@ def analyse_run(run, label: str, key: int = 0, *, should_stop: Callable[[], bool
             step(robustness=pd.concat(frames, ignore_index=True))
         return step(status="done")
     except _Cancelled:
-        return AnalysisResult(**{**result.__dict__, "status": "stopped",
-                                 "message": "stopped before it finished"})
+        return replace(result, status="stopped", message="stopped before it finished")
 
 
 def _n_params(model) -> int:

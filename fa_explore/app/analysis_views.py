@@ -434,7 +434,7 @@ def sweep_figure(summary, *, uirevision: str = "fx-sweep") -> go.Figure:
                           "%{customdata[1]} to come<extra></extra>"))
         bad = ordered[ordered["failed"] > 0]
         finite = ordered["mean"][ordered["n"] > 0]
-        level = float(finite.min()) if len(finite) else (0.0 if percent else 0.0)
+        level = float(finite.min()) if len(finite) else 0.0  # crosses at the lowest mean
         fig.add_trace(go.Scatter(
             x=[x[list(ordered["x_index"]).index(i)] for i in bad["x_index"]],
             y=[level] * len(bad), mode="markers", name="failed",

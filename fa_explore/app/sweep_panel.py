@@ -135,9 +135,9 @@ class SweepPanel:
         self._drawn: Any = None
         self._status_html = ""
         self._metrics: tuple[str, ...] = ()
-        wanted = request_render
-        self.x = _AxisEditor("vary", False, wanted)
-        self.y = _AxisEditor("and", True, wanted)
+        # A new choice of setting only asks for a redraw: the renderer shows its controls.
+        self.x = _AxisEditor("vary", False, request_render)
+        self.y = _AxisEditor("and", True, request_render)
         self.seeds = widgets.BoundedIntText(
             value=DEFAULT_SEEDS, min=1, max=MAX_SWEEP_SEEDS, description="seeds",
             tooltip="Runs of every point with seeds from the controls' seed up: the band "

@@ -84,9 +84,10 @@ class Axis:
         return self.setting.control == "log_slider"
 
     def default_range(self, config: RunConfig | None = None) -> tuple[float, float]:
-        """``(from, to)``: the slider's range, moved inside open bounds."""
-        low, high = ui_range(self.setting)
+        """``(from, to)``: the slider's range (widened to hold ``config``'s value),
+        moved inside open bounds."""
         s = self.setting
+        low, high = ui_range(s, None if config is None else getattr(config, s.name))
         if s.exclusive_minimum and s.minimum is not None and low <= s.minimum:
             low = s.minimum + 0.1 * (high - low)
         if s.exclusive_maximum and s.maximum is not None and high >= s.maximum:
