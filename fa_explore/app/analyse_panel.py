@@ -184,6 +184,7 @@ class AnalysePanel:
         return False
 
     def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the analysis and join its thread."""
         self.session.close(timeout)
 
 

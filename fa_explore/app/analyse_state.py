@@ -135,6 +135,7 @@ class AnalyseSession:
 
     @property
     def active(self) -> bool:
+        """An analysis is going."""
         return self.status == "running"
 
     def start(self, run, label: str, key: int) -> None:
@@ -155,6 +156,8 @@ class AnalyseSession:
             worker.start()
 
     def stop(self) -> bool:
+        """End the analysis after its current step (returns at once). False if none
+        is going."""
         with self._lock:
             if not self.active:
                 return False
@@ -171,12 +174,14 @@ class AnalyseSession:
                 self._emit()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end (tests, closing). True if none is left."""
         worker = self._worker
         if worker is not None and worker.is_alive():
             worker.join(timeout)
         return worker is None or not worker.is_alive()
 
     def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the analysis and join its thread (``timeout`` bounds the join)."""
         with self._lock:
             self._stop.set()
             self._generation += 1

@@ -260,6 +260,7 @@ class SweepPanel:
         return False
 
     def close(self, timeout: float | None = 10.0) -> None:
+        """Stop the sweep and join its thread."""
         self.session.close(timeout)
 
 

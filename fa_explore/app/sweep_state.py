@@ -250,6 +250,7 @@ class SweepSpec:
 
     @property
     def n_runs(self) -> int:
+        """Runs in all: grid points × seeds."""
         return len(self.cells)
 
     def points(self) -> list[dict[str, Any]]:
@@ -363,6 +364,7 @@ class SweepView:
         return sum(1 for r in self.rows if r.get("status") in FAILED)
 
     def summary(self) -> SweepSummary | None:
+        """The rows so far per grid point (:func:`summarize`); None before a sweep."""
         return None if self.spec is None else summarize(self.spec, self.rows)
 
 
@@ -390,6 +392,7 @@ class SweepSession:
 
     @property
     def active(self) -> bool:
+        """A sweep is going (running, or stopping)."""
         return self.view.status in ("running", "stopping")
 
     def start(self, spec: SweepSpec) -> int:
@@ -421,6 +424,7 @@ class SweepSession:
             return True
 
     def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end (tests, closing). True if none is left."""
         worker = self._worker
         if worker is not None and worker.is_alive():
             worker.join(timeout)
