@@ -21,8 +21,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-# Query keys Voilà itself reads from the page URL: kept in the address bar.
-PAGE_KEYS = ("voila-template", "voila-theme", "template", "theme")
+from .controls import CREDENTIAL_QUERY_KEYS, VOILA_QUERY_KEYS
 
 _LINK_ESM = r"""
 function render({ model, el }) {
@@ -41,10 +40,13 @@ function render({ model, el }) {
   el.append(row);
 
   // The page's own keys (Voilà's theme, template) stay; the settings follow the kernel.
-  const pageSearch = (query) => {
+  // A credential (?token=) stays in the address bar, so a reload still logs in, but
+  // never goes into the link shown for copying: it is this user's, not the link's.
+  const pageSearch = (query, withPrivate) => {
     const keep = new URLSearchParams();
     const current = new URLSearchParams(window.location.search);
-    for (const key of model.get("page_keys")) {
+    const keys = model.get("page_keys").concat(withPrivate ? model.get("private_keys") : []);
+    for (const key of keys) {
       if (current.has(key)) keep.set(key, current.get(key));
     }
     const kept = keep.toString();
@@ -53,13 +55,13 @@ function render({ model, el }) {
   const link = () => {
     const query = model.get("query");
     if (!model.get("in_voila")) return query ? "?" + query : "(defaults: no query needed)";
-    const search = pageSearch(query);
+    const search = pageSearch(query, false);
     return window.location.origin + window.location.pathname + (search ? "?" + search : "");
   };
   const update = () => {
     input.value = link();
     if (!model.get("in_voila")) return;  // in JupyterLab the address is JupyterLab's
-    const search = pageSearch(model.get("query"));
+    const search = pageSearch(model.get("query"), true);
     const target = window.location.pathname + (search ? "?" + search : "") + window.location.hash;
     if (target !== window.location.pathname + window.location.search + window.location.hash) {
       try { window.history.replaceState(window.history.state, "", target); } catch (e) { }
@@ -109,7 +111,9 @@ class CopyLink(anywidget.AnyWidget):
     _css = _LINK_CSS
     query = traitlets.Unicode("").tag(sync=True)
     in_voila = traitlets.Bool(False).tag(sync=True)
-    page_keys = traitlets.List(traitlets.Unicode(), list(PAGE_KEYS)).tag(sync=True)
+    page_keys = traitlets.List(traitlets.Unicode(), list(VOILA_QUERY_KEYS)).tag(sync=True)
+    private_keys = traitlets.List(traitlets.Unicode(), list(CREDENTIAL_QUERY_KEYS)
+                                  ).tag(sync=True)
 
 
 _DOWNLOAD_ESM = r"""
