@@ -47,7 +47,7 @@ from .controls import (
     setting_state,
 )
 from .fields import Field, css_name, make_field
-from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim
+from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim, Uploader
 from .plotview import PlotlyView
 from .session import ACTIVE, RunView, TrainingSession, format_seconds, log
 
@@ -159,7 +159,7 @@ _CSS = """
   margin-left: 8px; }
 .fx-eta { font-size: 12px; color: #555; white-space: nowrap; }
 .fx-toolbar { align-items: center; gap: 2px; }
-.fx-toolbar .widget-button, .fx-toolbar .widget-upload { font-weight: 600; }
+.fx-toolbar .widget-button { font-weight: 600; }
 .fx-plots { display: grid !important; grid-template-columns: repeat(2, minmax(0, 1fr));
   gap: 6px; width: 100%; }
 .fx-main { container-type: inline-size; min-width: 0; }
@@ -457,9 +457,9 @@ class Dashboard(widgets.VBox):
         self.export = button("Export", "fx-export", "download",
                              "Download the run as a zip: run.json, weights.safetensors and "
                              "the figures as HTML")
-        self.upload = widgets.FileUpload(accept=".zip", multiple=False, description="Load run",
-                                         tooltip="Open a zip made by Export to view and pin it",
-                                         layout=widgets.Layout(width="auto"))
+        self.upload = Uploader(on_file=self._guard(self._on_upload), accept=".zip",
+                               description="Load run", icon="upload",
+                               tooltip="Open a zip made by Export to view and pin it")
         self.upload.add_class("fx-load")
         self.downloader = Downloader(on_done=self._on_downloaded)
         self.progress = widgets.FloatProgress(min=0, max=1, value=0,
@@ -478,7 +478,6 @@ class Dashboard(widgets.VBox):
         self.pin.on_click(self._guard(self._on_pin))
         self.unpin.on_click(self._guard(self._on_unpin))
         self.export.on_click(self._guard(self._on_export))
-        self.upload.observe(self._guard(self._on_upload), names="value")
 
     def _build_plots(self) -> None:
         resync = self._request_render
@@ -1125,19 +1124,8 @@ class Dashboard(widgets.VBox):
                          f"weights.safetensors and {len(figures)} figures as HTML.")
         self._show_status()
 
-    def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        item = files[0]
-        name = item.get("name", "run.zip") if isinstance(item, dict) else getattr(
-            item, "name", "run.zip")
-        content = item.get("content") if isinstance(item, dict) else item.content
-        try:
-            self.session.load_zip(bytes(content), name)
-        finally:
-            with self._writing():
-                self.upload.value = ()
+    def _on_upload(self, name: str, data: bytes) -> None:
+        self.session.load_zip(data, name)
         self._landscape = None
         self._drawn = None
         self._sync_controls()
