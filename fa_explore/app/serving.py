@@ -13,6 +13,15 @@ kernels and :mod:`fa_explore.app.dashboard` never do.
     missing``) and each reload or closed tab left its kernel running. Here the page
     response sets the cookie, and XSRF protection stays on and is checked as usual.
 
+:class:`PageKernelConnection`
+    jupyter-server's kernel websocket connection, except that a message for a page
+    whose websocket has just closed (a reload, a closed tab) is dropped quietly.
+    jupyter-server already does so for its legacy protocol but not for the
+    ``v1.kernel.websocket.jupyter.org`` one Voilà's page speaks: there a kernel's
+    message arriving between the page's websocket closing and its ZMQ streams
+    closing raised ``WebSocketClosedError`` out of the ZMQ callback, a traceback in
+    the server log on every reload during a run.
+
 :class:`ClassroomKernelManager`
     jupyter-server's kernel manager, culling kernels that no browser ever connected to
     (a health check, ``curl``, a crawler) after ``cull_unconnected_timeout`` seconds
@@ -27,7 +36,9 @@ from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import PasswordIdentityProvider
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from tornado.websocket import WebSocketClosedError
 from traitlets import Float
 
 
@@ -52,6 +63,27 @@ class PageIdentityProvider(PasswordIdentityProvider):
             handler.current_user = user
             handler.xsrf_token  # noqa: B018 - read for its side effect
         return user
+
+
+class PageKernelConnection(ZMQChannelsWebsocketConnection):
+    """The kernel websocket connection of jupyter-server that drops, with a debug
+    line, a message whose page has gone (``WebSocketClosedError``) instead of
+    raising out of the ZMQ callback. Any other error is raised as before."""
+
+    @property
+    def write_message(self) -> Any:
+        write = self.websocket_handler.write_message
+
+        def write_or_drop(message: Any, binary: bool = False) -> Any:
+            try:
+                return write(message, binary=binary)
+            except WebSocketClosedError:
+                # The page closed its websocket (reload, closed tab) a moment before
+                # the kernel's streams were closed: nobody is left to read it.
+                self.log.debug("kernel %s: message for a closed page dropped", self.kernel_id)
+                return None
+
+        return write_or_drop
 
 
 class ClassroomKernelManager(AsyncMappingKernelManager):

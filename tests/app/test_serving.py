@@ -56,3 +56,41 @@ def test_no_separate_limit_when_cull_unconnected_timeout_is_zero():
     km.cull_unconnected_timeout = 0
     cull(km)
     assert shut == []
+
+
+def test_a_message_for_a_closed_page_is_dropped_and_others_are_sent():
+    import logging
+
+    from tornado.websocket import WebSocketClosedError
+
+    from fa_explore.app.serving import PageKernelConnection
+
+    sent = []
+
+    def write(message, binary=False):
+        if message == "after close":
+            raise WebSocketClosedError()
+        if message == "broken":
+            raise RuntimeError("not a closed page")
+        sent.append((message, binary))
+
+    connection = SimpleNamespace(websocket_handler=SimpleNamespace(write_message=write),
+                                 log=logging.getLogger("test"), kernel_id="k")
+    write_message = PageKernelConnection.write_message.fget(connection)
+    write_message(b"reply", binary=True)
+    assert write_message("after close") is None  # dropped, no traceback
+    assert sent == [(b"reply", True)]
+    with pytest.raises(RuntimeError):
+        write_message("broken")
+
+
+def test_voila_json_names_the_serving_classes():
+    import json
+    from pathlib import Path
+
+    from jupyter_server.services.kernels.connection.base import BaseKernelWebsocketConnection
+    from traitlets.utils.importstring import import_item
+
+    config = json.loads((Path(__file__).resolve().parents[2] / "voila.json").read_text())
+    connection = import_item(config["Voila"]["kernel_websocket_connection_class"])
+    assert issubclass(connection, BaseKernelWebsocketConnection)
