@@ -26,7 +26,8 @@ kernels and :mod:`fa_explore.app.dashboard` never do.
     jupyter-server's kernel manager, culling kernels that no browser ever connected to
     (a health check, ``curl``, a crawler) after ``cull_unconnected_timeout`` seconds
     instead of the general ``cull_idle_timeout``. Voilà's kernel pool wraps this
-    class; kernels waiting in the pool are never culled.
+    class; kernels waiting in the pool are never culled, nor kernels still starting
+    (jupyter-server's culler logged a traceback for those).
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def _is_page_request(handler: Any) -> bool:
 
     return (handler.request.method == "GET" and isinstance(handler, VoilaHandler)
             and handler.request.headers.get("Upgrade", "").lower() != "websocket")
+
+
+def _has_activity(kernel: Any) -> bool:
+    """Whether a kernel's ``last_activity`` is set (it is not while it starts)."""
+    has_value = getattr(kernel, "trait_has_value", None)
+    return has_value("last_activity") if has_value else hasattr(kernel, "last_activity")
 
 
 class PageIdentityProvider(PasswordIdentityProvider):
@@ -122,6 +129,11 @@ class ClassroomKernelManager(AsyncMappingKernelManager):
         return (datetime.now(UTC) - kernel.last_activity).total_seconds()
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        kernel = self._kernels.get(kernel_id)
+        if kernel is not None and not _has_activity(kernel):
+            # Still starting: jupyter-server's check would read the unset
+            # last_activity and log a TraitError traceback. Not idle: nothing to do.
+            return
         idle = self.never_connected_idle(kernel_id)
         if idle is not None and 0 < self.cull_unconnected_timeout < idle:
             self.log.warning("Culling kernel %s: no browser connected to it in %d s "

@@ -94,3 +94,20 @@ def test_voila_json_names_the_serving_classes():
     config = json.loads((Path(__file__).resolve().parents[2] / "voila.json").read_text())
     connection = import_item(config["Voila"]["kernel_websocket_connection_class"])
     assert issubclass(connection, BaseKernelWebsocketConnection)
+
+
+def test_a_kernel_still_starting_is_left_alone_without_an_error():
+    from traitlets import HasTraits, Instance, Unicode
+
+    class Starting(HasTraits):  # as ServerKernelManager before its first activity
+        execution_state = Unicode("starting")
+        last_activity = Instance(datetime)
+        kernel_name = "python3"
+
+    km, shut = manager(idle=("idle", 400))
+    km._kernels["starting"] = Starting()
+    km._kernel_connections["starting"] = 0
+    # jupyter-server alone raised TraitError here (its culler logged the traceback).
+    asyncio.run(km.cull_kernel_if_idle("starting"))
+    cull(km)
+    assert shut == ["idle"]
