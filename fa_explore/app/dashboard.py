@@ -119,10 +119,28 @@ _CSS = """
   color: #222; max-width: 1600px; }
 .fx-dashboard .fx-header h2 { margin: 0 12px 0 0; font-size: 18px; font-weight: 600;
   display: inline; }
-.fx-dashboard .fx-header p { margin: 0; color: #555; font-size: 12.5px; display: inline; }
+.fx-dashboard .fx-header p { margin: 0 12px 0 0; color: #555; font-size: 12.5px;
+  display: inline; }
 .fx-dashboard .fx-header a { color: #0b61a4; text-decoration: none; }
 .fx-dashboard .fx-header a:hover { text-decoration: underline; }
+/* Two lines at any width from 1000 px: title, tagline and the lectures menu, then the
+   first experiments. The tagline gives way (ellipsis) before anything wraps. */
 .fx-header-row { margin: 2px 0 4px 0; align-items: baseline; flex-wrap: wrap; gap: 2px 16px; }
+.fx-header { flex: 1 1 auto; min-width: 0; }
+.fx-header > .widget-html-content { display: flex; align-items: baseline; flex: 1 1 auto;
+  min-width: 0; white-space: nowrap; overflow: visible; }
+.fx-dashboard .fx-header .fx-tagline { min-width: 0; overflow: hidden;
+  text-overflow: ellipsis; flex: 0 1 auto; }
+.fx-experiments-box { flex: 0 0 auto; }
+.fx-lectures { position: relative; font-size: 12.5px; flex: 0 0 auto; }
+.fx-lectures summary { cursor: pointer; color: #0b61a4; list-style: none; }
+.fx-lectures summary::-webkit-details-marker { display: none; }
+.fx-lectures summary::after { content: " ▾"; }
+.fx-lectures[open] summary::after { content: " ▴"; }
+.fx-lectures ul { position: absolute; z-index: 20; margin: 2px 0 0 0; padding: 4px 10px;
+  list-style: none; background: white; border: 1px solid #d8d8de; border-radius: 4px;
+  box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }
+.fx-lectures li { margin: 2px 0; }
 .fx-controls { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 6px;
   padding: 4px 8px; max-height: calc(100vh - 70px); overflow-y: auto !important;
   position: sticky; top: 4px; }
@@ -211,13 +229,15 @@ NOTEBOOKS = (
     ("05_initial_soft_alignment.ipynb", "5 · soft alignment"),
 )
 
+# One line: the lectures are a menu (a <details>), so the header does not wrap.
 _HEADER = """
 <h2>Learning without weight transport</h2>
-<p>Errors sent back through other matrices than Wᵀ: the forward weights learn to
-<b>align</b>.</p>
-<p class="fx-notebooks">Lectures: """ + " · ".join(
-    f'<a href="{NOTEBOOK_URL}{name}" target="_blank" rel="noopener">{html.escape(title)}</a>'
-    for name, title in NOTEBOOKS) + "</p>\n"
+<p class="fx-tagline">Errors sent back through other matrices than Wᵀ: the forward weights
+learn to <b>align</b>.</p>
+<details class="fx-lectures"><summary title="The lecture notebooks, in JupyterLab on Binder"
+>Lecture notebooks</summary><ul>""" + "".join(
+    f'<li><a href="{NOTEBOOK_URL}{name}" target="_blank" rel="noopener">'
+    f'{html.escape(title)}</a></li>' for name, title in NOTEBOOKS) + "</ul></details>\n"
 
 
 def _hint(css_class: str = "fx-hint") -> widgets.HTML:

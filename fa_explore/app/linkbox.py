@@ -203,6 +203,7 @@ class Uploader(anywidget.AnyWidget):
     ``on_file(name, data)`` is called with its name and bytes."""
 
     _esm = _UPLOAD_ESM
+    _css = ".fx-upload-button { width: auto; }"  # as wide as its label, like the others
     description = traitlets.Unicode("Upload").tag(sync=True)
     icon = traitlets.Unicode("upload").tag(sync=True)
     tooltip = traitlets.Unicode("").tag(sync=True)
