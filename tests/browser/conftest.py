@@ -6,13 +6,14 @@ missing; with ``FA_EXPLORE_REQUIRE_BROWSER=1`` (set by .ci/run) that is a failur
 instead. Chromium is ``$FA_EXPLORE_CHROMIUM``, else /usr/bin/chromium, else the
 ``chromium`` on the PATH. The server's output goes to test-artifacts/voila-server.log.
 
-Each test module gets its own server (``voila_server``, ``voila_url``), started like
-``make app`` (repository root, voila.json, the page template on JUPYTER_PATH), and its
-first page is served once the preheated kernel pool is full. The server and its
+The test modules share one server (``voila_server``, ``voila_url``), started like
+``make app`` (repository root, voila.json, the page template on JUPYTER_PATH); each
+module's first page is served once the preheated kernel pool is full again. A module
+that needs other server settings starts its own (``voila_starter``). The server and its
 kernels import fa_explore from this checkout (PYTHONPATH), not from wherever the
 venv's editable install points. When a server stops, its whole log (every test of
-the module, and the shutdown) is checked: a traceback or an error line fails the
-module's teardown.
+the session, and the shutdown) is checked: a traceback or an error line fails the
+teardown.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ SERVER_START_TIMEOUT = 90  # seconds; a busy 2-core CI machine is slow to import
 # Seconds to wait for Voila's preheated kernels (torch imported, first run warmed up).
 POOL_FILL_TIMEOUT = 180
 WARM_KERNEL_LOG = "kernel warmed up in"  # logged by the notebook before it waits
+TAKEN_KERNEL_LOG = "Using pre-heated kernel:"  # Voila's, as it hands one to a page
 # Error lines in a server log: Voila's and the kernels' "[Voila] ERROR | ...",
 # tornado's "[E 2026-... Voila] ...", the notebook's "[fa_explore.app ERROR] ...",
 # Python's default "ERROR:root:...". An optional colour code first (on a terminal).
@@ -158,6 +160,18 @@ class VoilaServer:
         it just before waiting for a page request)."""
         return self.log().count(WARM_KERNEL_LOG)
 
+    def wait_pool_full(self, timeout: float) -> bool:
+        """Wait until as many warmed-up kernels wait in the pool as it holds (warm-ups
+        logged minus kernels handed to pages); False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if log.count(WARM_KERNEL_LOG) - log.count(TAKEN_KERNEL_LOG) >= self.pool_size:
+                return True
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
     def warm_kernel_lines(self) -> list[str]:
         """The log lines of the notebook's warm-up (they name fa_explore's folder)."""
         return [line for line in self.log().splitlines() if WARM_KERNEL_LOG in line]
@@ -261,16 +275,18 @@ def voila_starter(artifacts, browser):
     return lambda *args, **kwargs: start_voila(artifacts, *args, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def voila_server(artifacts, browser, request):
-    """A Voilà server with the settings of voila.json, one per test module (a module
-    starts with no kernels but a full pool); its log is voila-server-<module>.log."""
-    module = request.module.__name__.rpartition(".")[2]
-    with start_voila(artifacts, f"voila-server-{module}.log") as server:
+@pytest.fixture(scope="session")
+def voila_server(artifacts, browser):
+    """A Voilà server with the settings of voila.json, shared by the test modules
+    (starting one and filling its pool costs tens of seconds on 2 busy cores); its
+    log is voila-server.log, checked as a whole when the session ends."""
+    with start_voila(artifacts) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def voila_url(voila_server):
-    """The base URL of the module's Voilà server."""
+    """The base URL of the shared Voilà server, once its preheated pool is full
+    again (each module's first page comes from a warm pool, as a visitor's)."""
+    voila_server.wait_pool_full(POOL_FILL_TIMEOUT)
     return voila_server.url
