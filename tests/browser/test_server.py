@@ -37,7 +37,10 @@ CULL_AFTER = 15  # seconds, this module's server (voila.json: 300 and 60)
 CULL_INTERVAL = 2
 SERVER_ARGS = (f"--MappingKernelManager.cull_idle_timeout={CULL_AFTER}",
                f"--MappingKernelManager.cull_interval={CULL_INTERVAL}",
-               f"--ClassroomKernelManager.cull_unconnected_timeout={CULL_AFTER}")
+               f"--ClassroomKernelManager.cull_unconnected_timeout={CULL_AFTER}",
+               # The pool refills at once (voila.json waits 5 s), so that the reloads
+               # below wait less for a warm kernel.
+               "--VoilaKernelManager.fill_delay=0")
 GONE_WITHIN = 60  # seconds: sanity bound for a kernel to go
 SHARED_LINK = "?" + urllib.parse.urlencode(
     {"rule": "dfa", "hidden": "[64,64]", "lr": "0.0005"})
