@@ -56,6 +56,12 @@ SERVER_STOPPING = "Handle signal 15."  # Voila's line when the fixture terminate
 # is shut down, and ipykernel's reply to that execute request finds its socket
 # already closed. Nobody is left to read the reply.
 STOPPING_BENIGN = ("zmq.error.ZMQError: Socket operation on non-socket",)
+# jupyter-client interrupts a kernel before it asks it to shut down (so that a busy
+# kernel hears the request); when the interrupt lands in a message handler ipykernel
+# logs this at ERROR. Benign right after Voila's "Kernel shutdown:" for a page that
+# went (its beacon); anywhere else it is an error.
+SHUTDOWN_INTERRUPT = "KeyboardInterrupt caught in kernel"
+SHUTDOWN_LINE = "Kernel shutdown:"
 
 
 def log_problems(text: str) -> list[str]:
@@ -80,7 +86,9 @@ def log_problems(text: str) -> list[str]:
                 end += 1
             end = min(end + 1, len(lines))  # the exception line
         block = lines[i:end]
-        if not (stopping and any(b in block[-1] for b in STOPPING_BENIGN)):
+        interrupted = SHUTDOWN_INTERRUPT in line and any(
+            SHUTDOWN_LINE in before for before in lines[max(0, i - 5):i])
+        if not (interrupted or stopping and any(b in block[-1] for b in STOPPING_BENIGN)):
             problems.append("\n".join(block))
         i = end
     return problems
