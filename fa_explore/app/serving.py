@@ -19,8 +19,9 @@ kernels and :mod:`fa_explore.app.dashboard` never do.
     jupyter-server already does so for its legacy protocol but not for the
     ``v1.kernel.websocket.jupyter.org`` one Voilà's page speaks: there a kernel's
     message arriving between the page's websocket closing and its ZMQ streams
-    closing raised ``WebSocketClosedError`` out of the ZMQ callback, a traceback in
-    the server log on every reload during a run.
+    closing raised ``WebSocketClosedError`` out of the ZMQ callback, and one whose
+    write was under way as the page closed failed a future nobody awaited ("Task
+    exception was never retrieved"): tracebacks in the server log on reloads.
 
 :class:`ClassroomKernelManager`
     jupyter-server's kernel manager, culling kernels that no browser ever connected to
@@ -39,6 +40,7 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.identity import PasswordIdentityProvider
 from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError
 from traitlets import Float
 
@@ -83,14 +85,31 @@ class PageKernelConnection(ZMQChannelsWebsocketConnection):
 
         def write_or_drop(message: Any, binary: bool = False) -> Any:
             try:
-                return write(message, binary=binary)
+                sent = write(message, binary=binary)
             except WebSocketClosedError:
                 # The page closed its websocket (reload, closed tab) a moment before
                 # the kernel's streams were closed: nobody is left to read it.
                 self.log.debug("kernel %s: message for a closed page dropped", self.kernel_id)
                 return None
+            if hasattr(sent, "add_done_callback"):
+                # Closed while the write was under way: tornado's future fails, and
+                # jupyter-server never awaits it ("Task exception was never retrieved").
+                sent.add_done_callback(self._written)
+            return sent
 
         return write_or_drop
+
+    def _written(self, future: Any) -> None:
+        """A write finished: a closed page's failure is retrieved and dropped, any
+        other failure logged."""
+        if future.cancelled():
+            return
+        error = future.exception()  # retrieved: asyncio does not report it at exit
+        if isinstance(error, (WebSocketClosedError, StreamClosedError)):
+            self.log.debug("kernel %s: message for a closed page dropped", self.kernel_id)
+        elif error is not None:
+            self.log.error("kernel %s: writing to the page failed", self.kernel_id,
+                           exc_info=error)
 
 
 class ClassroomKernelManager(AsyncMappingKernelManager):

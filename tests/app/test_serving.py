@@ -84,6 +84,40 @@ def test_a_message_for_a_closed_page_is_dropped_and_others_are_sent():
         write_message("broken")
 
 
+def test_a_write_that_fails_as_the_page_closes_is_retrieved_and_dropped(caplog):
+    import logging
+
+    from tornado.websocket import WebSocketClosedError
+
+    from fa_explore.app.serving import PageKernelConnection
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        futures = []
+
+        def write(message, binary=False):  # tornado: the write finishes later
+            futures.append(loop.create_future())
+            return futures[-1]
+
+        log = logging.getLogger("test.page")
+        connection = SimpleNamespace(websocket_handler=SimpleNamespace(write_message=write),
+                                     log=log, kernel_id="k")
+        connection._written = lambda f: PageKernelConnection._written(connection, f)
+        write_message = PageKernelConnection.write_message.fget(connection)
+        closed, broken = write_message("a"), write_message("b")
+        closed.set_exception(WebSocketClosedError())
+        broken.set_exception(OSError("disk"))
+        await asyncio.sleep(0)  # the done callbacks run
+        return futures
+
+    with caplog.at_level(logging.DEBUG, logger="test.page"):
+        futures = asyncio.run(scenario())
+    # Both failures were retrieved (asyncio would report them as never retrieved).
+    assert all(f.done() and f._log_traceback is False for f in futures)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "writing to the page failed" in errors[0].getMessage()
+
+
 def test_voila_json_names_the_serving_classes():
     import json
     from pathlib import Path
