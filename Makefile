@@ -113,4 +113,4 @@ bench-accuracy: $(STAMP) ## train every rule with its defaults: accuracy against
 load-test: $(STAMP) ## LOAD_N students train on one Voila server for LOAD_SECONDS (not in make test)
 	FA_EXPLORE_LOAD_N=$(LOAD_N) FA_EXPLORE_LOAD_SECONDS=$(LOAD_SECONDS) \
 		FA_EXPLORE_LOAD_POOL=$(LOAD_POOL) \
-		$(PY) -m pytest tests/browser/test_classroom_load.py --load-test $(PYTEST_ARGS)
+		$(PY) -m pytest tests/browser --load-test -m load $(PYTEST_ARGS)

@@ -59,3 +59,22 @@ def test_the_dashboard_header_links_every_notebook():
     _HEADER = dashboard._HEADER
     for name in stored:
         assert name in _HEADER
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_dashboard_links_are_made_by_dashboard_link(path):
+    # A hard-coded "/voila/render/..." breaks behind a JupyterHub or Binder prefix.
+    assert "/voila/render" not in path.read_text(), path.name
+
+
+def test_dashboard_link_starts_at_the_servers_prefix(monkeypatch):
+    from fa_explore import RunConfig
+    from fa_explore.app import dashboard_link
+
+    cfg = RunConfig(rule="dfa", init_angle=None, lr=0.0005)
+    monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+    assert dashboard_link() == "/voila/render/apps/alignment_dashboard.ipynb"
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada")
+    link = dashboard_link(cfg)
+    assert link == "/user/ada/voila/render/apps/alignment_dashboard.ipynb?" + cfg.to_query()
+    assert RunConfig.from_query(link.split("?", 1)[1]) == cfg

@@ -22,8 +22,13 @@ from ..models import MODELS
 from ..rules import RULES
 from ..settings import RULE_DEFAULTABLE, SETTINGS
 
-# Query keys Voilà itself reads from the page URL; they are not run settings.
+# Query keys Voilà itself reads from the page URL (voila/handler.py: ``template``,
+# ``theme``; older Voilà and its JupyterLab preview: ``voila-``...); not run settings.
 VOILA_QUERY_KEYS = ("voila-template", "voila-theme", "template", "theme")
+# Credentials jupyter-server reads from the query (``?token=``, added by Jupyter,
+# Voilà's --token and JupyterHub/Binder links): not settings, and never put into a
+# link meant for others.
+CREDENTIAL_QUERY_KEYS = ("token",)
 
 # Fields left out of "what differs" labels: bookkeeping, not experiment settings.
 UNCOMPARED_FIELDS = ("eval_every", "eval_size", "device", "threads")
@@ -182,12 +187,14 @@ def change_config(config: RunConfig, **changes: Any) -> tuple[RunConfig, str]:
 def config_from_query(query: str | None) -> tuple[RunConfig, str]:
     """The config a page link asks for, and a message when the link is bad.
 
-    Voilà's own keys (``theme``, ``template``) are ignored. A bad link keeps its
-    valid settings and gives a message listing every invalid one; it never raises.
+    Voilà's own keys (``theme``, ``template``) and credentials (``token``) are
+    ignored. A bad link keeps its valid settings and gives a message listing every
+    invalid one; it never raises.
     """
     if not query:
         return RunConfig(), ""
-    config, problems = config_from_query_lenient(query, ignore=VOILA_QUERY_KEYS)
+    config, problems = config_from_query_lenient(
+        query, ignore=VOILA_QUERY_KEYS + CREDENTIAL_QUERY_KEYS)
     if not problems:
         return config, ""
     listed = "; ".join(plain_message(ValueError(p)) for p in problems)

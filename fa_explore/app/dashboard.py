@@ -48,7 +48,7 @@ from .controls import (
     setting_state,
 )
 from .fields import Field, css_name, make_field
-from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim
+from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim, Uploader
 from .plotview import PlotlyView
 from .session import ACTIVE, RunView, TrainingSession, format_seconds, log
 from .sweep_panel import SweepPanel
@@ -121,10 +121,28 @@ _CSS = """
   color: #222; max-width: 1600px; }
 .fx-dashboard .fx-header h2 { margin: 0 12px 0 0; font-size: 18px; font-weight: 600;
   display: inline; }
-.fx-dashboard .fx-header p { margin: 0; color: #555; font-size: 12.5px; display: inline; }
+.fx-dashboard .fx-header p { margin: 0 12px 0 0; color: #555; font-size: 12.5px;
+  display: inline; }
 .fx-dashboard .fx-header a { color: #0b61a4; text-decoration: none; }
 .fx-dashboard .fx-header a:hover { text-decoration: underline; }
+/* Two lines at any width from 1000 px: title, tagline and the lectures menu, then the
+   first experiments. The tagline gives way (ellipsis) before anything wraps. */
 .fx-header-row { margin: 2px 0 4px 0; align-items: baseline; flex-wrap: wrap; gap: 2px 16px; }
+.fx-header { flex: 1 1 auto; min-width: 0; }
+.fx-header > .widget-html-content { display: flex; align-items: baseline; flex: 1 1 auto;
+  min-width: 0; white-space: nowrap; overflow: visible; }
+.fx-dashboard .fx-header .fx-tagline { min-width: 0; overflow: hidden;
+  text-overflow: ellipsis; flex: 0 1 auto; }
+.fx-experiments-box { flex: 0 0 auto; }
+.fx-lectures { position: relative; font-size: 12.5px; flex: 0 0 auto; }
+.fx-lectures summary { cursor: pointer; color: #0b61a4; list-style: none; }
+.fx-lectures summary::-webkit-details-marker { display: none; }
+.fx-lectures summary::after { content: " ▾"; }
+.fx-lectures[open] summary::after { content: " ▴"; }
+.fx-lectures ul { position: absolute; z-index: 20; margin: 2px 0 0 0; padding: 4px 10px;
+  list-style: none; background: white; border: 1px solid #d8d8de; border-radius: 4px;
+  box-shadow: 0 2px 8px rgba(0, 0, 0, 0.15); }
+.fx-lectures li { margin: 2px 0; }
 .fx-controls { background: #f7f7f9; border: 1px solid #e3e3e8; border-radius: 6px;
   padding: 4px 8px; max-height: calc(100vh - 70px); overflow-y: auto !important;
   position: sticky; top: 4px; }
@@ -161,7 +179,7 @@ _CSS = """
   margin-left: 8px; }
 .fx-eta { font-size: 12px; color: #555; white-space: nowrap; }
 .fx-toolbar { align-items: center; gap: 2px; }
-.fx-toolbar .widget-button, .fx-toolbar .widget-upload { font-weight: 600; }
+.fx-toolbar .widget-button { font-weight: 600; }
 .fx-plots { display: grid !important; grid-template-columns: repeat(2, minmax(0, 1fr));
   gap: 6px; width: 100%; }
 .fx-main { container-type: inline-size; min-width: 0; }
@@ -213,13 +231,15 @@ NOTEBOOKS = (
     ("05_initial_soft_alignment.ipynb", "5 · soft alignment"),
 )
 
+# One line: the lectures are a menu (a <details>), so the header does not wrap.
 _HEADER = """
 <h2>Learning without weight transport</h2>
-<p>Errors sent back through other matrices than Wᵀ: the forward weights learn to
-<b>align</b>.</p>
-<p class="fx-notebooks">Lectures: """ + " · ".join(
-    f'<a href="{NOTEBOOK_URL}{name}" target="_blank" rel="noopener">{html.escape(title)}</a>'
-    for name, title in NOTEBOOKS) + "</p>\n"
+<p class="fx-tagline">Errors sent back through other matrices than Wᵀ: the forward weights
+learn to <b>align</b>.</p>
+<details class="fx-lectures"><summary title="The lecture notebooks, in JupyterLab on Binder"
+>Lecture notebooks</summary><ul>""" + "".join(
+    f'<li><a href="{NOTEBOOK_URL}{name}" target="_blank" rel="noopener">'
+    f'{html.escape(title)}</a></li>' for name, title in NOTEBOOKS) + "</ul></details>\n"
 
 
 def _hint(css_class: str = "fx-hint") -> widgets.HTML:
@@ -460,9 +480,9 @@ class Dashboard(widgets.VBox):
         self.export = button("Export", "fx-export", "download",
                              "Download the run as a zip: run.json, weights.safetensors and "
                              "the figures as HTML")
-        self.upload = widgets.FileUpload(accept=".zip", multiple=False, description="Load run",
-                                         tooltip="Open a zip made by Export to view and pin it",
-                                         layout=widgets.Layout(width="auto"))
+        self.upload = Uploader(on_file=self._guard(self._on_upload), accept=".zip",
+                               description="Load run", icon="upload",
+                               tooltip="Open a zip made by Export to view and pin it")
         self.upload.add_class("fx-load")
         self.downloader = Downloader(on_done=self._on_downloaded)
         self.progress = widgets.FloatProgress(min=0, max=1, value=0,
@@ -481,7 +501,6 @@ class Dashboard(widgets.VBox):
         self.pin.on_click(self._guard(self._on_pin))
         self.unpin.on_click(self._guard(self._on_unpin))
         self.export.on_click(self._guard(self._on_export))
-        self.upload.observe(self._guard(self._on_upload), names="value")
 
     def _build_plots(self) -> None:
         resync = self._request_render
@@ -1135,19 +1154,8 @@ class Dashboard(widgets.VBox):
                          f"weights.safetensors and {len(figures)} figures as HTML.")
         self._show_status()
 
-    def _on_upload(self, change: dict) -> None:
-        files = change["new"]
-        if not files:
-            return
-        item = files[0]
-        name = item.get("name", "run.zip") if isinstance(item, dict) else getattr(
-            item, "name", "run.zip")
-        content = item.get("content") if isinstance(item, dict) else item.content
-        try:
-            self.session.load_zip(bytes(content), name)
-        finally:
-            with self._writing():
-                self.upload.value = ()
+    def _on_upload(self, name: str, data: bytes) -> None:
+        self.session.load_zip(data, name)
         self._landscape = None
         self._drawn = None
         self._sync_controls()

@@ -7,6 +7,8 @@
   assembled there from ``window.location`` and the ``query`` the kernel sends.
 - :class:`Downloader` hands bytes from the kernel to the browser as a file
   download (a ``Blob``); nothing is written on the server.
+- :class:`Uploader` is a button like the others that sends a file the user picks
+  to the kernel (ipywidgets' ``FileUpload`` labels itself "Load run (0)").
 - :class:`TooltipShim` puts tooltips (``title``) on the controls' DOM elements,
   which ipywidgets does for sliders only.
 - :class:`ExperimentLinks` shows links that preset the dashboard: a click applies
@@ -21,8 +23,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-# Query keys Voilà itself reads from the page URL: kept in the address bar.
-PAGE_KEYS = ("voila-template", "voila-theme", "template", "theme")
+from .controls import CREDENTIAL_QUERY_KEYS, VOILA_QUERY_KEYS
 
 _LINK_ESM = r"""
 function render({ model, el }) {
@@ -41,10 +42,13 @@ function render({ model, el }) {
   el.append(row);
 
   // The page's own keys (Voilà's theme, template) stay; the settings follow the kernel.
-  const pageSearch = (query) => {
+  // A credential (?token=) stays in the address bar, so a reload still logs in, but
+  // never goes into the link shown for copying: it is this user's, not the link's.
+  const pageSearch = (query, withPrivate) => {
     const keep = new URLSearchParams();
     const current = new URLSearchParams(window.location.search);
-    for (const key of model.get("page_keys")) {
+    const keys = model.get("page_keys").concat(withPrivate ? model.get("private_keys") : []);
+    for (const key of keys) {
       if (current.has(key)) keep.set(key, current.get(key));
     }
     const kept = keep.toString();
@@ -53,13 +57,13 @@ function render({ model, el }) {
   const link = () => {
     const query = model.get("query");
     if (!model.get("in_voila")) return query ? "?" + query : "(defaults: no query needed)";
-    const search = pageSearch(query);
+    const search = pageSearch(query, false);
     return window.location.origin + window.location.pathname + (search ? "?" + search : "");
   };
   const update = () => {
     input.value = link();
     if (!model.get("in_voila")) return;  // in JupyterLab the address is JupyterLab's
-    const search = pageSearch(model.get("query"));
+    const search = pageSearch(model.get("query"), true);
     const target = window.location.pathname + (search ? "?" + search : "") + window.location.hash;
     if (target !== window.location.pathname + window.location.search + window.location.hash) {
       try { window.history.replaceState(window.history.state, "", target); } catch (e) { }
@@ -109,7 +113,9 @@ class CopyLink(anywidget.AnyWidget):
     _css = _LINK_CSS
     query = traitlets.Unicode("").tag(sync=True)
     in_voila = traitlets.Bool(False).tag(sync=True)
-    page_keys = traitlets.List(traitlets.Unicode(), list(PAGE_KEYS)).tag(sync=True)
+    page_keys = traitlets.List(traitlets.Unicode(), list(VOILA_QUERY_KEYS)).tag(sync=True)
+    private_keys = traitlets.List(traitlets.Unicode(), list(CREDENTIAL_QUERY_KEYS)
+                                  ).tag(sync=True)
 
 
 _DOWNLOAD_ESM = r"""
@@ -153,6 +159,66 @@ class Downloader(anywidget.AnyWidget):
     def _handle(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "downloaded" and self.on_done:
             self.on_done(str(content.get("name", "")), int(content.get("bytes", 0) or 0))
+
+
+_UPLOAD_ESM = r"""
+function render({ model, el }) {
+  const button = document.createElement("button");
+  button.className = "jupyter-widgets jupyter-button widget-button fx-upload-button";
+  const input = document.createElement("input");
+  input.type = "file";
+  input.style.display = "none";
+  el.append(button, input);
+  const update = () => {
+    button.replaceChildren();
+    if (model.get("icon")) {
+      const icon = document.createElement("i");
+      icon.className = "fa fa-" + model.get("icon");
+      button.append(icon);
+    }
+    button.append(document.createTextNode(model.get("description")));
+    button.title = model.get("tooltip");
+    button.disabled = model.get("disabled");
+    input.accept = model.get("accept");
+  };
+  for (const name of ["description", "icon", "tooltip", "disabled", "accept"]) {
+    model.on("change:" + name, update);
+  }
+  update();
+  button.addEventListener("click", () => input.click());
+  input.addEventListener("change", async () => {
+    const file = input.files && input.files[0];
+    if (!file) return;
+    const data = await file.arrayBuffer();
+    input.value = "";  // the same file can be picked again
+    model.send({ type: "file", name: file.name, size: file.size }, undefined, [data]);
+  });
+}
+export default { render };
+"""
+
+
+class Uploader(anywidget.AnyWidget):
+    """A button that lets the user pick one file and sends it to the kernel:
+    ``on_file(name, data)`` is called with its name and bytes."""
+
+    _esm = _UPLOAD_ESM
+    _css = ".fx-upload-button { width: auto; }"  # as wide as its label, like the others
+    description = traitlets.Unicode("Upload").tag(sync=True)
+    icon = traitlets.Unicode("upload").tag(sync=True)
+    tooltip = traitlets.Unicode("").tag(sync=True)
+    accept = traitlets.Unicode("").tag(sync=True)
+    disabled = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, on_file: Callable[[str, bytes], None] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.on_file = on_file
+        self.on_msg(self._handle)
+
+    def _handle(self, _widget: Any, content: Any, buffers: Any) -> None:
+        if (isinstance(content, dict) and content.get("type") == "file" and buffers
+                and self.on_file):
+            self.on_file(str(content.get("name") or "upload"), bytes(buffers[0]))
 
 
 _TIPS_ESM = r"""

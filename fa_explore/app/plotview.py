@@ -313,23 +313,25 @@ class PlotlyView(anywidget.AnyWidget):
 
     # ---------------------------------------------------------------- updates
     def _set_figure(self, figure: go.Figure) -> None:
+        self.show_prepared(self.prepare(figure))
+
+    def prepare(self, figure: go.Figure) -> tuple[go.Figure, str, list[int]]:
+        """The figure's JSON and trace lengths, made without holding any lock (the
+        slow part: the caller may hold its widget lock only for
+        :meth:`show_prepared`, which the kernel's thread then waits on less)."""
         text = figure.to_json()
-        data = json.loads(text).get("data", [])
-        self._show_json(text, data)
+        lengths = [_length(trace.get("x")) for trace in json.loads(text).get("data", [])]
+        return figure, text, lengths
 
-    def prepare(self, figure: go.Figure) -> tuple[go.Figure, str]:
-        """The figure's JSON, made without holding any lock (it is the slow part);
-        pass the result to :meth:`show_prepared`."""
-        return figure, figure.to_json()
-
-    def show_prepared(self, prepared: tuple[go.Figure, str]) -> None:
-        figure, text = prepared
+    def show_prepared(self, prepared: tuple[go.Figure, str, list[int]]) -> None:
+        """Show a figure made by :meth:`prepare`."""
+        figure, text, lengths = prepared
         self._figure = figure
-        self._show_json(text, json.loads(text).get("data", []))
+        self._show_json(text, lengths)
 
-    def _show_json(self, text: str, data: list) -> None:
+    def _show_json(self, text: str, lengths: list[int]) -> None:
         with self._lock:
-            self._lengths = [_length(trace.get("x")) for trace in data]
+            self._lengths = list(lengths)
             self.needs_full = False
             self._sent_at = self._clock()
             with self.hold_sync():

@@ -117,6 +117,15 @@ def test_config_from_query_round_trips_and_ignores_voila_keys():
     assert config_from_query("") == (RunConfig(), "")
 
 
+def test_a_token_in_the_link_is_not_a_setting():
+    # Jupyter, Voila --token and JupyterHub/Binder links carry ?token=...
+    cfg = RunConfig(rule="dfa", init_angle=None, lr=0.0005)
+    back, problem = config_from_query(f"?token=0123abcd&{cfg.to_query()}&voila-theme=dark")
+    assert back == cfg and problem == ""
+    # Only the known ones: an unknown key is still reported.
+    assert "tokens" in config_from_query("?tokens=1")[1]
+
+
 @pytest.mark.parametrize("query, word", [("rule=no_such_rule", "rule"),
                                          ("colour=red", "colour"),
                                          ("lr=-1", "lr"),

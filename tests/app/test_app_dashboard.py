@@ -2,7 +2,6 @@
 the kernel sees it: no browser. The browser end-to-end tests live in
 tests/browser/."""
 
-import datetime
 import html
 import json
 import re
@@ -615,9 +614,10 @@ def test_export_downloads_a_zip_and_load_run_shows_it(make_dashboard, tmp_path, 
     assert name in text and str(tmp_path) not in text and "/tmp" not in text
     assert list(tmp_path.iterdir()) == []  # nothing written on the server
     dashboard.rule.value = "bp"
-    dashboard.upload.value = ({"name": name, "type": "application/zip", "size": len(data),
-                               "content": memoryview(data),
-                               "last_modified": datetime.datetime.now()},)
+    # What the page's "Load run" button sends: the file's name, its bytes as a buffer.
+    assert dashboard.upload.description == "Load run"  # a button, no "(0)" counter
+    dashboard.upload._handle(None, {"type": "file", "name": name, "size": len(data)},
+                             [memoryview(data)])
     assert "fx-state-loaded" in status_text(dashboard)
     assert dashboard.session.config.rule == "fa" and dashboard.rule.value == "fa"
     assert wait_until(lambda: "saved run" in dashboard.panels["curves"].caption.value)

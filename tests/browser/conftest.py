@@ -6,9 +6,14 @@ missing; with ``FA_EXPLORE_REQUIRE_BROWSER=1`` (set by .ci/run) that is a failur
 instead. Chromium is ``$FA_EXPLORE_CHROMIUM``, else /usr/bin/chromium, else the
 ``chromium`` on the PATH. The server's output goes to test-artifacts/voila-server.log.
 
-Each test module gets its own server (``voila_server``, ``voila_url``), started like
-``make app`` (repository root, voila.json, the page template on JUPYTER_PATH), and its
-first page is served once the preheated kernel pool is full.
+The test modules share one server (``voila_server``, ``voila_url``), started like
+``make app`` (repository root, voila.json, the page template on JUPYTER_PATH); each
+module's first page is served once the preheated kernel pool is full again. A module
+that needs other server settings starts its own (``voila_starter``). The server and its
+kernels import fa_explore from this checkout (PYTHONPATH), not from wherever the
+venv's editable install points. When a server stops, its whole log (every test of
+the session, and the shutdown) is checked: a traceback or an error line fails the
+teardown.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +44,54 @@ SERVER_START_TIMEOUT = 90  # seconds; a busy 2-core CI machine is slow to import
 # Seconds to wait for Voila's preheated kernels (torch imported, first run warmed up).
 POOL_FILL_TIMEOUT = 180
 WARM_KERNEL_LOG = "kernel warmed up in"  # logged by the notebook before it waits
+TAKEN_KERNEL_LOG = "Using pre-heated kernel:"  # Voila's, as it hands one to a page
+# Error lines in a server log: Voila's and the kernels' "[Voila] ERROR | ...",
+# tornado's "[E 2026-... Voila] ...", the notebook's "[fa_explore.app ERROR] ...",
+# Python's default "ERROR:root:...". An optional colour code first (on a terminal).
+ERROR_LINE = re.compile(r"^\s*(?:\x1b\[[0-9;]*m)?(\[[\w.]+\] (ERROR|CRITICAL) \||\[E |\[C |"
+                        r"\[[\w.]+ (ERROR|CRITICAL)\]|(ERROR|CRITICAL):)")
+SERVER_STOPPING = "Handle signal 15."  # Voila's line when the fixture terminates it
+# The one benign error, and only once the server is stopping: a preheated kernel
+# that is still running the notebook (waiting in wait_for_request for a visitor)
+# is shut down, and ipykernel's reply to that execute request finds its socket
+# already closed. Nobody is left to read the reply.
+STOPPING_BENIGN = ("zmq.error.ZMQError: Socket operation on non-socket",)
+# jupyter-client interrupts a kernel before it asks it to shut down (so that a busy
+# kernel hears the request); when the interrupt lands in a message handler ipykernel
+# logs this at ERROR. Benign right after Voila's "Kernel shutdown:" for a page that
+# went (its beacon); anywhere else it is an error.
+SHUTDOWN_INTERRUPT = "KeyboardInterrupt caught in kernel"
+SHUTDOWN_LINE = "Kernel shutdown:"
+
+
+def log_problems(text: str) -> list[str]:
+    """The errors a server log reports: each error line or traceback, with the
+    lines up to the traceback's exception line (at most 40)."""
+    lines = text.splitlines()
+    problems, stopping, i = [], False, 0
+    while i < len(lines):
+        line = lines[i]
+        stopping = stopping or SERVER_STOPPING in line
+        if not ("Traceback" in line or ERROR_LINE.match(line)):
+            i += 1
+            continue
+        end = i + 1
+        # An error line's traceback follows it; a traceback ends at its first
+        # unindented line after the header (the exception).
+        if end < len(lines) and "Traceback" in lines[end] and "Traceback" not in line:
+            end += 1
+        if "Traceback" in lines[end - 1]:
+            while end < len(lines) and end - i < 40 and (
+                    lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+                end += 1
+            end = min(end + 1, len(lines))  # the exception line
+        block = lines[i:end]
+        interrupted = SHUTDOWN_INTERRUPT in line and any(
+            SHUTDOWN_LINE in before for before in lines[max(0, i - 5):i])
+        if not (interrupted or stopping and any(b in block[-1] for b in STOPPING_BENIGN)):
+            problems.append("\n".join(block))
+        i = end
+    return problems
 
 
 def pool_size(extra_args=()) -> int:
@@ -114,6 +168,22 @@ class VoilaServer:
         it just before waiting for a page request)."""
         return self.log().count(WARM_KERNEL_LOG)
 
+    def wait_pool_full(self, timeout: float) -> bool:
+        """Wait until as many warmed-up kernels wait in the pool as it holds (warm-ups
+        logged minus kernels handed to pages); False after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if log.count(WARM_KERNEL_LOG) - log.count(TAKEN_KERNEL_LOG) >= self.pool_size:
+                return True
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    def warm_kernel_lines(self) -> list[str]:
+        """The log lines of the notebook's warm-up (they name fa_explore's folder)."""
+        return [line for line in self.log().splitlines() if WARM_KERNEL_LOG in line]
+
     def kernel_pids(self) -> list[int]:
         """The server's live kernel processes (ipykernel), pooled kernels included."""
         import psutil
@@ -163,8 +233,12 @@ def start_voila(artifacts: Path, log_name: str = "voila-server.log",
     # share/jupyter holds the page template voila.json names ("fa_explore").
     jupyter_path = os.pathsep.join(
         p for p in (str(REPO / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")) if p)
+    # The kernels inherit the server's environment: this checkout comes first, so a
+    # clone's tests test the clone.
+    python_path = os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
     env = dict(os.environ, PYTHONUNBUFFERED="1", JUPYTER_PATH=jupyter_path,
-               FA_EXPLORE_RUNS=str(artifacts / "exports"),
+               PYTHONPATH=python_path, FA_EXPLORE_RUNS=str(artifacts / "exports"),
                FA_EXPLORE_SWEEPS=str(artifacts / "sweeps"))  # the Sweep tab's cache
     with open(log_path, "w") as log:
         process = subprocess.Popen(
@@ -195,6 +269,12 @@ def start_voila(artifacts: Path, log_name: str = "voila-server.log",
                 process.kill()
                 process.wait(10)
     print(f"\nvoila server log: {log_path}")
+    # The whole log, not just what one test saw: a traceback logged while a page
+    # reloaded or the server shut its kernels down counts too.
+    problems = log_problems(log_path.read_text(errors="replace"))
+    if problems:
+        pytest.fail(f"the Voila server logged {len(problems)} error(s) ({log_path}); first:\n"
+                    + "\n---\n".join(problems[:3]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -204,15 +284,18 @@ def voila_starter(artifacts, browser):
     return lambda *args, **kwargs: start_voila(artifacts, *args, **kwargs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def voila_server(artifacts, browser):
-    """A Voilà server with the settings of voila.json, one per test module (a module
-    starts with no kernels but a full pool)."""
+    """A Voilà server with the settings of voila.json, shared by the test modules
+    (starting one and filling its pool costs tens of seconds on 2 busy cores); its
+    log is voila-server.log, checked as a whole when the session ends."""
     with start_voila(artifacts) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def voila_url(voila_server):
-    """The base URL of the module's Voilà server."""
+    """The base URL of the shared Voilà server, once its preheated pool is full
+    again (each module's first page comes from a warm pool, as a visitor's)."""
+    voila_server.wait_pool_full(POOL_FILL_TIMEOUT)
     return voila_server.url

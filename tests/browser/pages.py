@@ -89,6 +89,10 @@ def open_dashboard(browser, url, viewport=(1500, 1400)):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.console = console
+    # Closing sends the page's shutdown beacon, as closing a tab does: the shared
+    # server does not keep a kernel per closed page until the culler comes.
+    close = page.close
+    page.close = lambda **kwargs: close(**{"run_before_unload": True, **kwargs})
     page.add_init_script(MONITOR_JS)
     started = time.perf_counter()
     page.goto(url, wait_until="domcontentloaded", timeout=TIMEOUT_MS)

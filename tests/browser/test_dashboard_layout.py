@@ -5,6 +5,8 @@ console warnings, tooltips on dropdowns, "?" help, the address bar following the
 controls (reload restores them), a bad link listing every invalid part, Export
 downloading a zip and Load run showing it.
 
+The header takes two lines at 1400 and 1000 px (dashboard-header-<width>.png).
+
 Screenshots: test-artifacts/dashboard-1400x900.png and dashboard-1000.png.
 """
 
@@ -76,6 +78,16 @@ def collisions(panels):
                 if overlap(box_a, box_b):
                     found.append((p["panel"], f"{kind_a} {text_a!r}", f"{kind_b} {text_b!r}"))
     return found
+
+
+# The header's pieces, each as its boxes' rounded tops: a piece that wraps has two.
+HEADER_JS = """() => {
+  const pieces = [...document.querySelectorAll('.fx-header h2, .fx-header .fx-tagline,'
+    + ' .fx-lectures summary, .fx-experiments-label, .fx-experiment')];
+  return pieces.map(el => [el.textContent.trim().slice(0, 30),
+    [...el.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)),
+    Math.round(el.getBoundingClientRect().width)]);
+}"""
 
 
 def plot_sizes(page):
@@ -161,6 +173,34 @@ def test_the_page_reflows_at_1000_px_and_plots_keep_their_height(finished, artif
     assert plot_sizes(page) == again
 
 
+@pytest.mark.parametrize("width", [1400, 1000])
+def test_the_header_takes_two_lines(finished, artifacts, width):
+    page = finished
+    page.set_viewport_size({"width": width, "height": 900})
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    pieces = page.evaluate(HEADER_JS)
+    assert len(pieces) == 7, pieces  # title, tagline, lectures, label, 3 experiments
+    assert all(len(tops) == 1 for _, tops, _ in pieces), pieces  # nothing wraps inside
+    tops = sorted(t[0] for _, t, _ in pieces)
+    # Pieces of one line differ by a few px (18 px title, 12.5 px text): a new line
+    # starts more than 12 px below the previous piece.
+    lines = 1 + sum(b - a > 12 for a, b in zip(tops, tops[1:], strict=False))
+    assert lines <= 2, pieces
+    tagline = next(w for text, _, w in pieces if text.startswith("Errors"))
+    assert tagline > 150, pieces  # it may give way, but stays readable
+    box = page.locator(".fx-header-row").bounding_box()
+    page.screenshot(path=str(artifacts / f"dashboard-header-{width}.png"),
+                    clip={"x": 0, "y": 0, "width": width, "height": box["y"] + box["height"]})
+    # The lecture notebooks are a menu: every one linked, shown on a click.
+    page.click(".fx-lectures summary")
+    links = page.locator(".fx-lectures a")
+    assert links.count() == 6 and links.first.is_visible()
+    page.click(".fx-lectures summary")
+    assert not links.first.is_visible()
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
 def test_no_plotly_console_warnings(finished):
     warnings = [m for m in finished.console if "matches" in m or "WARN:" in m]
     assert warnings == []
@@ -217,11 +257,15 @@ def test_the_address_bar_follows_the_controls_and_reload_restores_them(finished)
 
 
 def test_a_bad_link_keeps_its_valid_fields_and_lists_every_invalid_one(browser, voila_url):
-    page, _, errors = open_dashboard(browser, voila_url + "?rule=nope&lr=10&width=abc",
-                                     viewport=(1400, 900))
+    # ?token= is jupyter-server's, as a Jupyter or JupyterHub link carries it: not listed.
+    page, _, errors = open_dashboard(browser, voila_url + "?rule=nope&lr=10&width=abc"
+                                     "&token=not-a-setting", viewport=(1400, 900))
     try:
         text = status_text(page)
+        assert "cannot be used" in text
         assert "rule must be one of" in text and "unknown setting 'width'" in text
+        assert "token" not in text
+        assert "Traceback" not in page.locator("body").inner_text()
         # lr=10 is valid (the slider's range stops at 1): the slider widens and shows it.
         readout = page.locator(".fx-lr .widget-readout").inner_text()
         assert float(readout) == 10.0

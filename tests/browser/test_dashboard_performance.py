@@ -1,6 +1,7 @@
 """How responsive the page stays, measured in Chromium and REPORTED (printed and
 written to test-artifacts/browser-timings.txt with the machine's load average):
-once with one page, and once while four pages (four kernels) train at the same time.
+once with one page, and once while four pages (four kernels) train at the same time
+(marked ``load``: not in the default run, ``make load-test`` or ``pytest -m load``).
 
 Measured, against the issue's budgets (which are reported, not asserted: a busy
 shared machine decides them as much as the code does; the asserts are sanity
@@ -105,6 +106,7 @@ def test_responsiveness_with_one_page(browser, voila_url, timings, capsys):
         page.close()
 
 
+@pytest.mark.load  # only reports numbers, for a loaded machine: make load-test
 def test_responsiveness_while_four_pages_train(browser, voila_url, timings, capsys):
     pages = []
     try:
