@@ -38,6 +38,7 @@ from .data import Dataset, dataset_from_config, dataset_shape
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
+from .settings import EVALUATIONS_PER_RUN
 
 FORMAT_VERSION = 1
 # Every status a Run can have; the only list of them (the dashboard's own states,
@@ -511,7 +512,7 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     n_train = len(y_train)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = run.total_steps = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or max(1, total_steps // 50)
+    eval_every = cfg.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
     if cfg.eval_every is None:
         run.config = cfg = cfg.replace(eval_every=eval_every)
     schedulers = make_schedulers(cfg, optimizers, steps_per_epoch, total_steps)
@@ -523,24 +524,28 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     subset_gen = torch.Generator().manual_seed(data_seed + 3)
     train_eval = _fixed_subset(n_train, cfg.eval_size, subset_gen).to(device)
     test_eval = _fixed_subset(len(y_test), cfg.eval_size, subset_gen).to(device)
-    probe = train_eval[:PROBE_BATCH]
+    # Gathered once: the subsets never change, and indexing them at every
+    # evaluation copied them again each time.
+    x_train_eval, y_train_eval = x_train[train_eval], y_train[train_eval]
+    x_test_eval, y_test_eval = x_test[test_eval], y_test[test_eval]
+    probe_x, probe_y = x_train_eval[:PROBE_BATCH], y_train_eval[:PROBE_BATCH]
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
     tracker = ConservationTracker(model, rule)
     loss_check = LossCheck()
     started = time.perf_counter()
 
     def record(step: int, epoch: float) -> dict[str, Any]:
-        train_loss, train_acc = evaluate(model, x_train[train_eval], y_train[train_eval])
-        test_loss, test_acc = evaluate(model, x_test[test_eval], y_test[test_eval])
+        train_loss, train_acc = evaluate(model, x_train_eval, y_train_eval)
+        test_loss, test_acc = evaluate(model, x_test_eval, y_test_eval)
         row = {"step": step, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc,
                # What the optimizer will use next (the schedule applied), read back
                # from it rather than recomputed.
                "lr": optimizers[0].param_groups[0]["lr"],
                "time": time.perf_counter() - started}
-        row.update(layer_metrics(model, rule, x_train[probe], y_train[probe], tracker))
+        row.update(layer_metrics(model, rule, probe_x, probe_y, tracker))
         if cfg.hessian_every is not None:
-            row.update(hessian_row(model, x_train[probe], y_train[probe],
+            row.update(hessian_row(model, probe_x, probe_y,
                                    len(run.rows) % cfg.hessian_every == 0, cfg.seed))
         run.rows.append(row)
         if cfg.trajectory_every is None:

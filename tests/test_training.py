@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fa_explore import RULES, Run, RunConfig, build, load_dataset, train, train_iter, training
+from fa_explore.settings import EVALUATIONS_PER_RUN
 from fa_explore.training import Trajectory
 
 # 96 training examples, batch 16: 6 steps per epoch.
@@ -69,10 +70,13 @@ def test_eval_every_sets_the_evaluated_steps(digits, eval_every, steps):
     assert run.history["epoch"].tolist() == [s / 6 for s in steps]
 
 
-def test_default_eval_every_is_recorded_in_the_config(digits):
-    run = train(RunConfig(rule="bp", epochs=1, **TINY), data=digits)
-    assert run.config.eval_every == 1  # max(1, 6 steps // 50)
-    assert len(run.history) == 7
+@pytest.mark.parametrize("epochs, every, rows", [(1, 1, 7), (4, 2, 13), (10, 5, 13)])
+def test_default_eval_every_is_recorded_in_the_config(digits, epochs, every, rows):
+    # About EVALUATIONS_PER_RUN evaluations: max(1, steps // 12), 6 steps an epoch.
+    assert EVALUATIONS_PER_RUN == 12
+    run = train(RunConfig(rule="bp", epochs=epochs, **TINY), data=digits)
+    assert run.config.eval_every == every
+    assert len(run.history) == rows
 
 
 # ------------------------------------------------------------------ stopping

@@ -426,17 +426,20 @@ class Rule(nn.Module):
         generator and the model's ``.grad`` as they were (for metrics)."""
         saved_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         saved_rng = self.generator.get_state()
-        saved_grads = [p.grad for p in [*model.parameters(), *self.parameters()]]
-        for p in [*model.parameters(), *self.parameters()]:
+        params = [*model.parameters(), *self.parameters()]  # walked once, not three times
+        saved_grads = [p.grad for p in params]
+        for p in params:
             p.grad = None
         try:
             self.compute_grads(model, x, y)
-            return [layer.weight.grad.detach().clone() if layer.weight.grad is not None
+            # The grads are fresh tensors (set to None above) that the restore below
+            # detaches from the layers: no copy needed.
+            return [layer.weight.grad.detach() if layer.weight.grad is not None
                     else torch.zeros_like(layer.weight) for layer in model.layers]
         finally:
             self.load_state_dict(saved_state)
             self.generator.set_state(saved_rng)
-            for p, g in zip([*model.parameters(), *self.parameters()], saved_grads, strict=True):
+            for p, g in zip(params, saved_grads, strict=True):
                 p.grad = g
 
 
