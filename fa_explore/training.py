@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from .config import RunConfig
-from .data import Dataset, dataset_from_config, dataset_shape
+from .data import Dataset, check_dataset, dataset_from_config, dataset_shape
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
@@ -499,10 +499,17 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     The parameter trajectory is recorded at every evaluation, or every
     ``trajectory_every`` steps when set (always with step 0 and the last step),
     bounded as :class:`Trajectory` says.
+
+    ``data``, when given, is trained on as given; a ``ValueError`` names any
+    data-shaping setting of ``cfg`` (``train_size``, ``n_classes``, ...) that it
+    contradicts (:func:`~fa_explore.data.check_dataset`).
     """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device)
-    data = dataset_from_config(cfg) if data is None else data
+    if data is None:
+        data = dataset_from_config(cfg)
+    else:
+        check_dataset(cfg, data)
     model, rule = build(cfg, data.input_shape, data.n_classes, device)
     optimizers = make_optimizers(cfg, model, rule)
     run = Run(cfg, model, rule, data)
@@ -659,7 +666,8 @@ def show_progress(bar, snapshot: Snapshot) -> None:
 
 
 def train(cfg: RunConfig, progress: bool = False, data: Dataset | None = None) -> Run:
-    """Run a whole training run and return it (``progress`` shows a tqdm bar)."""
+    """Run a whole training run and return it (``progress`` shows a tqdm bar).
+    ``data`` as in :func:`train_iter`: the config's data when None."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
