@@ -105,10 +105,17 @@ class ConservationTracker:
                                      potential.detach().double())
 
     def ratios(self, model, rule) -> list[float]:
+        """The ratio per layer (NaN where not measured), read back in one go."""
         out = [math.nan] * model.n_layers
+        if not self.start:
+            return out
+        sums = []
         for layer, (norms0, potential0) in self.start.items():
-            left = (incoming_half_norms(model, layer) - norms0).sum().item()
-            right = (rule.conservation_potential(model, layer).double() - potential0).sum().item()
+            sums.append((incoming_half_norms(model, layer) - norms0).sum())
+            sums.append((rule.conservation_potential(model, layer).double() - potential0).sum())
+        values = torch.stack(sums).tolist()
+        for index, layer in enumerate(self.start):
+            left, right = values[2 * index], values[2 * index + 1]
             out[layer] = left / right if right != 0 else math.nan
         return out
 
