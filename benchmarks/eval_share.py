@@ -28,7 +28,7 @@ from fa_explore.training import Trajectory  # noqa: E402
 
 # Functions under record() worth naming in the breakdown (file suffix, name).
 PARTS = (("training.py", "record"), ("metrics.py", "evaluate"),
-         ("metrics.py", "layer_metrics"), ("metrics.py", "gradient_angles"),
+         ("metrics.py", "layer_metrics"),
          ("base.py", "probe_grads"), ("metrics.py", "true_grads"),
          ("metrics.py", "ratios"))
 
