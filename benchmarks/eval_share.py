@@ -77,7 +77,8 @@ def parse_value(text: str):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, nargs="*", default=None,
-                        help="epochs of the runs (default: the config's, then 2)")
+                        help="epochs of the runs (default: the config's, then 2; the flag "
+                             "alone: the config's only)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a RunConfig field (JSON value), e.g. hidden=[64]")
     parser.add_argument("--threads", type=int, default=1)
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
     fields = dict(item.split("=", 1) for item in args.set)
     base = RunConfig(**{k: parse_value(v) for k, v in fields.items()})
     data = load_dataset(base.dataset)
-    epochs = args.epochs if args.epochs is not None else [None, 2]
+    epochs = [None, 2] if args.epochs is None else args.epochs or [None]
     for count in epochs:
         cfg = base if count is None else base.replace(epochs=count)
         result = profile_run(cfg, None if fields else data, args.rows)
