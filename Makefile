@@ -9,10 +9,15 @@
 #                             threads; CUDA when present), MACs, evaluation overhead, import
 #                             time, scaling; table, JSON and HTML in benchmarks/results/
 #   make bench-accuracy       train every rule with its defaults: accuracy vs floors, wall time
+#   make load-test            the classroom load test: LOAD_N Chromium pages on one Voila
+#                             server train for LOAD_SECONDS; table and JSON in
+#                             benchmarks/results/load_test_N$(LOAD_N).{md,json}
 #
 # Variables: PYTHON (interpreter that creates .venv), TORCH, EXTRAS (what gets installed:
 # app,dev,sweep, and just app for `make app`; another TORCH or a new extra re-installs),
-# APP_PORT (the dashboard's port, 8866), TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS.
+# APP_PORT (the dashboard's port, 8866), TRAIN_ARGS, BENCH_ARGS, PYTEST_ARGS,
+# LOAD_N (students of the load test, 8), LOAD_SECONDS (their training time, 60),
+# LOAD_POOL (its preheated kernels; empty: voila.json's).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -28,6 +33,9 @@ PIP_FLAGS ?=
 PYTEST_ARGS ?=
 TRAIN_ARGS ?= --rule fa --dataset digits --epochs 5
 BENCH_ARGS ?=
+LOAD_N ?= 8
+LOAD_SECONDS ?= 60
+LOAD_POOL ?=
 
 ifeq ($(CI),true)
   # Logs, not a terminal: no progress bars, and say which tests took the time.
@@ -40,7 +48,7 @@ STAMP := $(VENV)/.fa_explore-installed
 STAMP_VARS := $(VENV)/.fa_explore-install-vars
 comma := ,
 
-.PHONY: help install app lint test train bench bench-accuracy FORCE
+.PHONY: help install app lint test train bench bench-accuracy load-test FORCE
 
 APP_PORT ?= 8866
 
@@ -101,3 +109,8 @@ bench: $(STAMP) ## step time of every rule vs BP, MACs, evaluation overhead, imp
 
 bench-accuracy: $(STAMP) ## train every rule with its defaults: accuracy against the floors
 	$(PY) benchmarks/step_time.py --accuracy $(BENCH_ARGS)
+
+load-test: $(STAMP) ## LOAD_N students train on one Voila server for LOAD_SECONDS (not in make test)
+	FA_EXPLORE_LOAD_N=$(LOAD_N) FA_EXPLORE_LOAD_SECONDS=$(LOAD_SECONDS) \
+		FA_EXPLORE_LOAD_POOL=$(LOAD_POOL) \
+		$(PY) -m pytest tests/browser/test_classroom_load.py --load-test $(PYTEST_ARGS)

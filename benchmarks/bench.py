@@ -23,6 +23,8 @@ Sections (``--sections``, default all):
   interpreters (medians of several).
 - ``scaling``: bp and fa (and the hand-written step) against width (64 … 2048, two
   hidden layers) and depth (2 … 8 hidden layers of 512), 1 thread.
+- ``ensemble``: ``train_many`` on 16 seeds against 16 sequential ``train`` calls and
+  the hand-written batched compute bound (``benchmarks/ensemble_speed.py``).
 
 Output: tables on stdout, ``benchmarks/results/bench-<time>.json`` (and
 ``latest.json``), and ``benchmarks/results/bench-<time>.html`` (plotly) when
@@ -59,10 +61,11 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 from benchmarks import macs as mac_formulas  # noqa: E402
 from fa_explore import RULES, RunConfig, build  # noqa: E402
 from fa_explore.cli import format_table  # noqa: E402
+from fa_explore.threads import pin_threads  # noqa: E402
 from fa_explore.training import make_optimizers  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("steps", "macs", "overhead", "imports", "scaling")
+SECTIONS = ("steps", "macs", "overhead", "imports", "scaling", "ensemble")
 REFERENCE = "torch"  # the hand-written BP step's name in the tables
 
 # Targets of the Performance issue: median ratio to the library's BP (MLP, CPU).
@@ -499,7 +502,7 @@ def overhead_section(repeats: int, threads: int) -> dict:
     identical to the plain one."""
     from fa_explore import training
 
-    torch.set_num_threads(threads)
+    pin_threads(threads)  # the runs' thread policy too, not only torch's count
     cfg = RunConfig()
     load_before = load_numbers()
     start = time.perf_counter()
@@ -824,6 +827,13 @@ def main(argv=None) -> int:
                                  args.batch_size, 1, 2.0 if args.quick else 4.0, devices[0])
         report["scaling"] = result
         print(format_scaling(result), "\n", flush=True)
+    if "ensemble" in args.sections:
+        from benchmarks import ensemble_speed
+
+        torch.set_num_threads(args.threads[0])
+        result = ensemble_speed.measure(16, 3 if args.quick else 5)
+        report["ensemble"] = result
+        print(ensemble_speed.format_result(result), "\n", flush=True)
     report["load_end"] = load_numbers()
     summary_text = format_targets(report)
     if summary_text:

@@ -39,6 +39,7 @@ from benchmarks.floors import DATASET as FLOORS_DATASET  # noqa: E402
 from fa_explore import RULES, RunConfig, build, train  # noqa: E402
 from fa_explore.cli import format_table  # noqa: E402
 from fa_explore.data import dataset_from_config  # noqa: E402
+from fa_explore.threads import pin_threads  # noqa: E402
 from fa_explore.training import make_optimizers  # noqa: E402
 
 
@@ -198,7 +199,7 @@ def accuracy_table(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    pin_threads(args.threads)  # the runs' thread policy too, not only torch's count
     print(accuracy_table(args) if args.accuracy else time_rules(args), flush=True)
     return 0
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 import pandas as pd
-import torch
 
 from fa_explore import RunConfig, build, load_dataset, train
 from fa_explore.analysis import estimator_statistics
+from fa_explore.threads import pin_threads
 
 RULES = ("bp_noise", "fg_w", "fg_a", "dfa", "dkp", "fdfa")
 
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--trained-epochs", type=int, default=2,
                         help="train each rule this long first (0: at initialisation)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    pin_threads(1)  # the runs' thread policy too, not only torch's count
     data = load_dataset("digits")
     x, y = data.x_train[:256], data.y_train[:256]
     frames = []

@@ -5,6 +5,7 @@ The model is the function; the rule is how it learns. Public API::
     from fa_explore import RunConfig, train
     run = train(RunConfig(rule="fa", dataset="digits"))
     run.history  # one row per evaluation: losses, accuracies, per-layer angles
+    runs = train_many([RunConfig(rule="fa", seed=s) for s in range(16)])  # one batched model
     table = sweep(RunConfig(dataset="digits"), {"rule": ["bp", "fa"], "seed": [0, 1]})
 
 The names are imported on first use, so importing a module of the package that needs
@@ -31,13 +32,15 @@ _EXPORTS = {
     "sweep": "sweep", "iter_sweep": "sweep",
     "Run": "training", "Snapshot": "training", "build": "training", "train": "training",
     "train_iter": "training",
+    "train_many": "ensemble", "train_many_iter": "ensemble",
 }
 # Submodules whose name is also a public name: the package attribute is the function
 # `convert`, and `sweep` is the (callable) module itself.
 _SHADOWED = {"convert"}
 
 __all__ = ["RunConfig", "RULES", "Rule", "DATASETS", "Dataset", "load_dataset", "build",
-           "build_model", "MLP", "CNN", "train", "train_iter", "Run", "Snapshot",
+           "build_model", "MLP", "CNN", "train", "train_iter", "train_many",
+           "train_many_iter", "Run", "Snapshot",
            "convert", "ConvertedNet", "sweep", "iter_sweep", "__version__"]
 
 

@@ -85,6 +85,7 @@ class RunConfig:
     lr_factor: float = _default("lr_factor")
     seed: int = _default("seed")
     device: str = _default("device")
+    threads: int | None = _default("threads")
     target_loss: float | None = _default("target_loss")
     target_acc: float | None = _default("target_acc")
     divergence_factor: float = _default("divergence_factor")

@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any
 
+from .threads import MAX_THREADS, SHARED_LOAD
+
 # Largest seed: scikit-learn's random_state (the 2-D sets, the splits) takes 32 bits.
 MAX_SEED = 2**32 - 1
 # What a config (a link, a file) may ask the machine to allocate.
@@ -481,6 +483,11 @@ _TABLE: dict[str, dict[str, Setting]] = {
                   minimum=0, maximum=MAX_SEED, control="number"),
         "device": S("str", "auto", "where to train (auto: CUDA when present)",
                     choices=("auto", "cpu", "cuda"), control="dropdown"),
+        "threads": S("int", None, "CPU threads torch uses for the run, set in its training "
+                     "thread at its start. Unset: $FA_EXPLORE_THREADS, else auto: 1 when the "
+                     f"process has one CPU or the load average is >= {SHARED_LOAD:g} (shared "
+                     "cores), else one per CPU (fa_explore/threads.py)", optional=True,
+                     none_means="auto", minimum=1, maximum=MAX_THREADS, control="number"),
         "target_loss": S("float", None, "stop once the evaluated training loss is at most "
                          "this", optional=True, none_means="no target", minimum=0,
                          maximum=1e6, control="number", label="target loss"),

@@ -364,6 +364,49 @@ class Runner:
         return out
 
 
+class EnsembleRunner(Runner):
+    """The default runner: compatible points (same data and architecture, batchable
+    rules; :func:`fa_explore.ensemble.plan_ensembles`) train together as one batched
+    ensemble (:func:`fa_explore.train_many`), at most ``max_members`` per task so
+    that a sweep's workers still share the work; the others train alone. Each
+    point's ``wall_time`` is its share of its task's time."""
+
+    def __init__(self, max_members: int = 8):
+        if isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 1:
+            raise ValueError(f"EnsembleRunner max_members must be an integer >= 1; got "
+                             f"{max_members!r}")
+        self.max_members = max_members
+
+    def group(self, configs: Sequence[RunConfig]) -> list[list[int]]:
+        from .ensemble import plan_ensembles
+
+        try:
+            plan = plan_ensembles(configs)
+        except Exception:  # noqa: BLE001 - a point whose data cannot load fails alone
+            return super().group(configs)
+        tasks = [list(group[start:start + self.max_members]) for group in plan.groups
+                 for start in range(0, len(group), self.max_members)]
+        return tasks + [[i] for i in plan.alone]
+
+    def run(self, configs, should_stop=None):
+        if len(configs) == 1:
+            return super().run(configs, should_stop)
+        from .ensemble import train_many_iter
+
+        if should_stop is not None and should_stop():
+            return [(None, 0.0) for _ in configs]
+        started = time.perf_counter()
+        latest: list = [None] * len(configs)
+        try:
+            for snapshots in train_many_iter(configs, should_stop=should_stop):
+                latest = snapshots
+        except Exception as exc:  # noqa: BLE001 - the task's points fail, the sweep goes on
+            seconds = time.perf_counter() - started
+            return [(exc, seconds) for _ in configs]
+        share = (time.perf_counter() - started) / len(configs)
+        return [(None, 0.0) if s is None else (s.run, share) for s in latest]
+
+
 def _failure(exc: BaseException, seconds: float = math.nan) -> dict[str, Any]:
     return {"status": "failed", "message": f"{type(exc).__name__}: {exc}", "steps": 0,
             "wall_time": seconds, "metrics": {}}
@@ -383,7 +426,7 @@ def run_task(config_jsons: Sequence[str], runner: Runner | None = None,
     row), ``cancelled`` when the sweep stopped it, ``files`` with ``save_runs``.
     What every backend's worker calls."""
     configs = [RunConfig.from_json(text) for text in config_jsons]
-    outcomes = (runner or Runner()).run(configs, should_stop)
+    outcomes = (runner or EnsembleRunner()).run(configs, should_stop)
     if len(outcomes) != len(configs):
         raise RuntimeError(f"the sweep runner returned {len(outcomes)} outcomes for "
                            f"{len(configs)} configs")
@@ -411,10 +454,13 @@ def run_task(config_jsons: Sequence[str], runner: Runner | None = None,
 
 def _single_thread() -> None:
     # One torch thread per worker: N workers x 2 threads on 2 cores oversubscribe
-    # and every run gets slower; parallelism comes from the workers.
+    # and every run gets slower; parallelism comes from the workers. The thread
+    # policy's variable keeps train_iter at one thread too (unless a config says).
     import torch
 
-    torch.set_num_threads(1)
+    from .threads import pin_threads
+
+    pin_threads(1)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set, or parallel work has started in this process
@@ -737,7 +783,7 @@ def _start(base_config, grid, backend, address, workers, cache_dir, cache, metri
     keep = _metric_filter(metrics)
     store = SweepCache(cache_dir) if cache else None
     return plan, _iterate(plan, backend, address, workers, store, keep, save_runs,
-                          should_stop, runner or Runner())
+                          should_stop, runner or EnsembleRunner())
 
 
 def _iterate(plan, backend, address, workers, store, keep, save_runs, should_stop, runner):
@@ -838,7 +884,9 @@ def sweep(base_config: RunConfig | Mapping[str, Any] | None = None,
     :func:`default_cache_dir`) and not recomputed; ``save_runs`` also keeps each
     run's weights (:func:`load_run`). ``should_stop`` is polled while waiting;
     True cancels the rest (their rows say ``cancelled``). ``runner`` is the
-    batching hook (:class:`Runner`). ``progress`` shows a tqdm bar.
+    batching hook (:class:`Runner`); the default, :class:`EnsembleRunner`, trains
+    compatible points as batched ensembles (``train_many``), ``Runner()`` trains
+    every point alone. ``progress`` shows a tqdm bar.
     ``iterate=True`` returns :func:`iter_sweep`'s iterator instead of a table.
     """
     plan, rows_iter = _start(base_config, grid, backend, address, workers, cache_dir, cache,

@@ -39,6 +39,7 @@ from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
 from .settings import EVALUATIONS_PER_RUN
+from .threads import apply_threads
 
 FORMAT_VERSION = 1
 # Every status a Run can have; the only list of them (the dashboard's own states,
@@ -231,7 +232,9 @@ class Run:
     ``epoch``, the evaluated losses and accuracies, ``lr`` (the learning rate the
     next update uses, schedule applied, of the rule's first parameter group: the
     model's), ``time`` and the per-layer metrics. ``stop_reason`` says why the run
-    ended (:data:`STOP_REASONS`; None while it runs).
+    ended (:data:`STOP_REASONS`; None while it runs). ``threads`` is the thread
+    policy's choice for a CPU run trained here: ``(count, reason)``
+    (:mod:`fa_explore.threads`).
     """
 
     def __init__(self, config: RunConfig, model: FeedforwardNet, rule: Rule,
@@ -247,6 +250,8 @@ class Run:
         self.rows: list[dict[str, Any]] = []
         self.trajectory = Trajectory(sum(p.numel() for p in model.parameters()))
         self.total_steps = 0
+        # (count, reason) from the thread policy for a CPU run that trained here.
+        self.threads: tuple[int, str] | None = None
 
     @property
     def status(self) -> str:
@@ -460,6 +465,12 @@ class LossCheck:
         return first + index, losses[index].item()
 
 
+def eval_interval(cfg: RunConfig, total_steps: int) -> int:
+    """Steps between evaluations: ``cfg.eval_every``, or the default for a run of
+    ``total_steps`` steps when it is None."""
+    return cfg.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
+
+
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:min(size, n)]
 
@@ -503,9 +514,14 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     ``data``, when given, is trained on as given; a ``ValueError`` names any
     data-shaping setting of ``cfg`` (``train_size``, ``n_classes``, ...) that it
     contradicts (:func:`~fa_explore.data.check_dataset`).
+
+    On the CPU, the thread policy (``cfg.threads``, :mod:`fa_explore.threads`) sets
+    torch's thread count first; ``run.threads`` records the choice.
     """
     cfg = cfg.resolve()
     device = resolve_device(cfg.device)
+    # Before anything computes: torch's thread count is process-wide (thread policy).
+    threads = apply_threads(cfg.threads) if device.type == "cpu" else None
     if data is None:
         data = dataset_from_config(cfg)
     else:
@@ -513,13 +529,14 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     model, rule = build(cfg, data.input_shape, data.n_classes, device)
     optimizers = make_optimizers(cfg, model, rule)
     run = Run(cfg, model, rule, data)
+    run.threads = threads
 
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     n_train = len(y_train)
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = run.total_steps = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
+    eval_every = eval_interval(cfg, total_steps)
     if cfg.eval_every is None:
         run.config = cfg = cfg.replace(eval_every=eval_every)
     schedulers = make_schedulers(cfg, optimizers, steps_per_epoch, total_steps)

@@ -7,14 +7,35 @@ import pytest
 import torch
 from hypothesis import settings
 
+from fa_explore.threads import pin_threads
+
 # Test nets are tiny: one thread avoids thread start-up and oversubscription costs.
-torch.set_num_threads(int(os.environ.get("FA_EXPLORE_TEST_THREADS", "1")))
+# The thread policy (train_iter sets torch's count at each run) reads the same number,
+# also in the processes the tests start (sweep workers, Voila kernels).
+pin_threads(int(os.environ.get("FA_EXPLORE_TEST_THREADS", "1")))
 
 # CI runs the same examples every time (no example database, no random seed), so a
 # run fails only for a change in the code; locally hypothesis keeps exploring.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI") == "true":
     settings.load_profile("ci")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--load-test", action="store_true",
+                     help="also run the tests marked 'load' (the classroom load test, "
+                          "minutes of a busy machine: make load-test)")
+
+
+def pytest_collection_modifyitems(config, items):
+    # Deselected here rather than with addopts' -m "not load": a -m of the caller's
+    # (PYTEST_ARGS="-m 'not slow'") would replace that and bring them back.
+    if config.getoption("--load-test"):
+        return
+    load = [item for item in items if item.get_closest_marker("load")]
+    if load:
+        config.hook.pytest_deselected(items=load)
+        items[:] = [item for item in items if not item.get_closest_marker("load")]
 
 
 @pytest.fixture(autouse=True)

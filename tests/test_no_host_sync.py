@@ -292,3 +292,28 @@ def test_a_stop_after_a_nan_loss_reports_the_divergence(digits, monkeypatch):
     run = snapshots[-1].run
     assert (run.status, run.diverged_step, snapshots[-1].step) == ("diverged", 2, 3)
     assert "diverged at step 2" in run.message and "inf" in run.message
+
+
+def test_ensemble_steps_never_read_back_from_the_device(digits, watch, monkeypatch):
+    """train_many's batched steps read nothing back either: its evaluations hand
+    their values to the host in one transfer (``ensemble._to_host``), where the
+    window closes."""
+    from fa_explore import ensemble
+
+    real = ensemble._to_host
+
+    def to_host(tensor):
+        watch.end_window()
+        return real(tensor)
+
+    monkeypatch.setattr(ensemble, "_to_host", to_host)
+    configs = [RunConfig(rule=name, seed=seed, **TINY)
+               for seed, name in enumerate(n for n in RULES if RULES[n].batchable)]
+    with ReadBackOps(watch) if not watch.cuda else contextlib.nullcontext():
+        snapshots = list(ensemble.train_many_iter(configs, data=digits,
+                                                  should_stop=watch.start_window))[-1]
+    watch.end_window()
+    assert len(ensemble.plan_ensembles(configs, digits).groups) == 1
+    assert [s.status for s in snapshots] == ["finished"] * len(configs)
+    assert watch.windows >= MIN_WINDOWS
+    assert not watch.reads, f"host reads in {watch.windows} ensemble steps: {dict(watch.reads)}"

@@ -156,7 +156,24 @@ def test_iterator_yields_rows_as_dicts_and_a_grouping_runner_gives_the_same(tmp_
         0, 1, 2, 3]
     grouped = sweep(TINY, grid, backend="sequential", cache=False, runner=OneTask())
     plain = sweep_module.results_frame(rows, ("rule", "seed"))
-    pd.testing.assert_frame_equal(_comparable(grouped), _comparable(plain))
+    # The default runner trained the four points as one batched ensemble
+    # (train_many); OneTask trains them one by one: the same runs within float noise.
+    pd.testing.assert_frame_equal(_comparable(grouped), _comparable(plain),
+                                  check_exact=False, rtol=1e-4, atol=1e-4)
+
+
+def test_the_default_runner_batches_compatible_points_in_bounded_tasks():
+    configs = [TINY.replace(rule=rule, seed=seed) for rule in ("bp", "fa", "kp")
+               for seed in (0, 1)]
+    # TINY subsamples the training set with data_seed = seed, so each seed has its
+    # own data: bp and fa of one seed train together; kp learns its feedback (alone).
+    assert sweep_module.EnsembleRunner().group(configs) == [[0, 2], [1, 3], [4], [5]]
+    same_data = [c.replace(data_seed=0) for c in configs]
+    assert sweep_module.EnsembleRunner().group(same_data) == [[0, 1, 2, 3], [4], [5]]
+    assert sweep_module.EnsembleRunner(max_members=3).group(same_data) == [
+        [0, 1, 2], [3], [4], [5]]
+    with pytest.raises(ValueError, match="max_members"):
+        sweep_module.EnsembleRunner(max_members=0)
 
 
 class OneTask(sweep_module.Runner):

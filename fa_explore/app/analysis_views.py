@@ -384,3 +384,122 @@ def trainability_figure(tmap, *, uirevision: str = "fx-trainability") -> go.Figu
         fig.update_yaxes(title_text=tmap.y, type="category")
     _style(fig, f"Trainability: final {tmap.metric}", uirevision)
     return fig
+
+
+# ------------------------------------------------------------------ sweeps
+FAILED_COLOR = "#dc2626"
+
+
+def sweep_figure(summary, *, uirevision: str = "fx-sweep") -> go.Figure:
+    """A dashboard sweep's results as they land, from
+    :func:`fa_explore.app.sweep_state.summarize`: for one varied setting the mean
+    of the metric over seeds as a line with a min–max band (a log x axis for a
+    log-spaced setting, categories for choices); for two a heatmap of the mean.
+    Points not done yet are gaps; failed ones are red crosses (a curve) or cells
+    marked "failed" (a heatmap), their reason in the hover.
+
+    Traces: a curve has the band, the mean, then the failed markers; a heatmap
+    has the heatmap, then the failed markers.
+    """
+    fig = go.Figure()
+    if summary is None:
+        _style(fig, "Sweep", uirevision)
+        _placeholder(fig, "Choose one or two settings to vary and press Run sweep:<br>"
+                          "the plot fills in as the runs finish.")
+        return fig
+    cells = summary.cells
+    percent = summary.metric.endswith("_acc")
+    fmt = ".1%" if percent else ".3g"
+    seeds = f"{summary.seeds} seeds" if summary.seeds > 1 else "1 seed"
+    xs = [_tick_text(v) for v in summary.x_values]
+    if summary.y is None:
+        ordered = cells.sort_values("x_index")
+        if summary.numeric_x:
+            x = np.array([float(summary.x_values[i]) for i in ordered["x_index"]])
+        else:
+            x = np.array([xs[i] for i in ordered["x_index"]], dtype=object)
+        has = ordered["n"].to_numpy() > 0
+        low, high = ordered["min"].to_numpy(dtype=float), ordered["max"].to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(
+            x=list(x[has]) + list(x[has][::-1]), y=list(high[has]) + list(low[has][::-1]),
+            fill="toself", fillcolor="rgba(31,78,121,0.15)", line=dict(width=0),
+            hoverinfo="skip", name="min–max over seeds", showlegend=summary.seeds > 1))
+        fig.add_trace(go.Scatter(
+            x=list(x), y=[m if n else None for m, n in zip(ordered["mean"], ordered["n"],
+                                                             strict=True)],
+            mode="lines+markers", name=f"mean over {seeds}", connectgaps=False,
+            line=dict(color=LIVE_COLOR, width=2), marker=dict(size=7),
+            customdata=np.stack([ordered["n"], ordered["pending"]], axis=1),
+            hovertemplate=f"{summary.x} %{{x}}: %{{y:{fmt}}}<br>%{{customdata[0]}} done, "
+                          "%{customdata[1]} to come<extra></extra>"))
+        bad = ordered[ordered["failed"] > 0]
+        finite = ordered["mean"][ordered["n"] > 0]
+        level = float(finite.min()) if len(finite) else 0.0  # crosses at the lowest mean
+        fig.add_trace(go.Scatter(
+            x=[x[list(ordered["x_index"]).index(i)] for i in bad["x_index"]],
+            y=[level] * len(bad), mode="markers", name="failed",
+            marker=dict(symbol="x", size=11, color=FAILED_COLOR),
+            customdata=np.array([[m] for m in bad["message"]], dtype=object),
+            hovertemplate="failed: %{customdata[0]}<extra></extra>", showlegend=len(bad) > 0))
+        fig.update_xaxes(title_text=summary.x, type=("log" if summary.log_x else "linear")
+                         if summary.numeric_x else "category")
+        fig.update_yaxes(title_text=f"final {summary.metric}",
+                         tickformat=".0%" if percent else None,
+                         range=[0, 1.02] if percent else None)
+        title = f"Sweep: final {summary.metric} over {summary.x} ({seeds})"
+    else:
+        ys = [_tick_text(v) for v in summary.y_values]
+        z = summary.grid("mean")
+        n = summary.grid("n")
+        failed = summary.grid("failed")
+        pending = summary.grid("pending")
+        text = np.where(failed > 0, "failed", "")
+        fig.add_trace(go.Heatmap(
+            z=z, x=xs, y=ys, colorscale="Viridis", zmin=0 if percent else None,
+            zmax=1 if percent else None, text=text, texttemplate="%{text}",
+            customdata=np.stack([n, pending], axis=-1),
+            colorbar=dict(title=dict(text=summary.metric, side="right"), thickness=12,
+                          tickformat=".0%" if percent else None),
+            hovertemplate=f"{summary.x} %{{x}}, {summary.y} %{{y}}: %{{z:{fmt}}}<br>"
+                          "%{customdata[0]} done, %{customdata[1]} to come<extra></extra>"))
+        bad = cells[cells["failed"] > 0]
+        fig.add_trace(go.Scatter(
+            x=[xs[i] for i in bad["x_index"]], y=[ys[j] for j in bad["y_index"]],
+            mode="markers", name="failed", marker=dict(symbol="x", size=12,
+                                                       color=FAILED_COLOR),
+            customdata=np.array([[m] for m in bad["message"]], dtype=object),
+            hovertemplate="failed: %{customdata[0]}<extra></extra>", showlegend=len(bad) > 0))
+        fig.update_xaxes(title_text=summary.x, type="category")
+        fig.update_yaxes(title_text=summary.y, type="category")
+        title = f"Sweep: final {summary.metric} (mean over {seeds})"
+    _style(fig, title, uirevision)
+    return fig
+
+
+def analysis_table_html(results) -> str:
+    """One small table per analysed run (its caption names the run): the Hessian's
+    top eigenvalues and trace, and the accuracy at each FGSM size; a failed or
+    cancelled analysis says so instead. ``results``: a sequence of
+    :class:`fa_explore.app.analyse_state.AnalysisResult`."""
+    import html
+
+    parts = []
+    for result in results:
+        caption = html.escape(f"{result.label} · {result.status}"
+                              + (f": {result.message}" if result.message else ""))
+        body = []
+        if result.eigenvalues:
+            eig = ", ".join(f"{v:.4g}" for v in result.eigenvalues)
+            body.append(f"<tr><th>Hessian top eigenvalues</th><td>{html.escape(eig)}</td></tr>")
+        if result.trace is not None and np.isfinite(result.trace):
+            body.append(f"<tr><th>Hessian trace</th><td>{result.trace:.4g} ± "
+                        f"{result.trace_stderr:.2g}</td></tr>")
+        frame = result.robustness
+        if frame is not None and len(frame):
+            cells = " ".join(f"ε={e:g}: {a:.1%}" for e, a in zip(frame["eps"],
+                                                                 frame["accuracy"],
+                                                                 strict=True))
+            body.append(f"<tr><th>FGSM accuracy</th><td>{html.escape(cells)}</td></tr>")
+        parts.append(f'<table class="fx-analysis"><caption>{caption}</caption>'
+                     f"{''.join(body)}</table>")
+    return "".join(parts)

@@ -26,7 +26,7 @@ from ..settings import RULE_DEFAULTABLE, SETTINGS
 VOILA_QUERY_KEYS = ("voila-template", "voila-theme", "template", "theme")
 
 # Fields left out of "what differs" labels: bookkeeping, not experiment settings.
-UNCOMPARED_FIELDS = ("eval_every", "eval_size", "device")
+UNCOMPARED_FIELDS = ("eval_every", "eval_size", "device", "threads")
 
 # Optimisation hyperparameters a rule may set a default for; "rule defaults" resets
 # these (the expansion ratio has its own dropdown entry for the rule's default).

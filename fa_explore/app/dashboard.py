@@ -34,6 +34,7 @@ from ..data import DATASETS
 from ..rules import RULES
 from ..settings import GROUPS, SETTINGS, in_group, rule_option_settings
 from . import views
+from .analyse_panel import AnalysePanel
 from .controls import (
     RULE_DEFAULT_FIELDS,
     UNCOMPARED_FIELDS,
@@ -50,6 +51,7 @@ from .fields import Field, css_name, make_field
 from .linkbox import CopyLink, Downloader, ExperimentLinks, TooltipShim
 from .plotview import PlotlyView
 from .session import ACTIVE, RunView, TrainingSession, format_seconds, log
+from .sweep_panel import SweepPanel
 
 MIN_RENDER_INTERVAL = 0.4  # seconds: plots update at most 2.5 times a second
 # Building figures is pure Python and holds the GIL: after a redraw that took t
@@ -314,9 +316,10 @@ class Dashboard(widgets.VBox):
     part of a link in the status line instead of failing. Nothing trains until
     Train is pressed. ``warm_up=False`` skips the background warm-up (tests);
     ``clock`` paces the redraws (:class:`RedrawPacer`; tests pass a fake one).
-    ``torch_threads`` bounds torch's CPU threads while training (``"auto"``: all
-    cores but one, which the page, the kernel's messages and the plots need; None:
-    torch's default).
+    Torch's CPU threads follow the run's ``threads`` setting (the thread policy,
+    :mod:`fa_explore.threads`); the progress line shows the choice.
+    ``sweep_options`` go to the Sweep tab's :class:`~.sweep_state.SweepSession`
+    (e.g. ``cache_dir``).
     """
 
     _previous: ClassVar[weakref.ref | None] = None
@@ -324,7 +327,7 @@ class Dashboard(widgets.VBox):
     def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
                  landscape_interval: float | None = 3.0, warm_up: bool = True,
                  clock: Callable[[], float] = time.monotonic, close_previous: bool = True,
-                 torch_threads: int | str | None = "auto"):
+                 sweep_options: dict[str, Any] | None = None):
         if close_previous:
             previous = Dashboard._previous() if Dashboard._previous else None
             if previous is not None:
@@ -335,13 +338,9 @@ class Dashboard(widgets.VBox):
         self._ui = threading.RLock()
         self._local = threading.local()
         self._clock = clock
-        if torch_threads == "auto":  # one core for the page, the kernel's I/O, the plots
-            cores = os.cpu_count() or 1
-            torch_threads = max(1, cores - 1) if cores > 1 else None
         self.session = TrainingSession(
             config or RunConfig(), on_status=self._on_status, on_snapshot=self._on_snapshot,
-            on_landscape=self._on_landscape, landscape_interval=landscape_interval,
-            torch_threads=torch_threads)
+            on_landscape=self._on_landscape, landscape_interval=landscape_interval)
         self._render_wanted = threading.Event()
         self._closing = threading.Event()
         self._closed = False
@@ -360,6 +359,10 @@ class Dashboard(widgets.VBox):
         self._build_controls()
         self._build_plots()
         self._build_toolbar()
+        # The Sweep tab and the Analyse action: their own modules, drawn by our renderer.
+        self.sweep_panel = SweepPanel(lambda: self.session.config, self._request_render,
+                                      self._writing, **(sweep_options or {}))
+        self.analyse_panel = AnalysePanel(self.session, self._request_render, self._writing)
         super().__init__(children=self._layout())
         self.add_class("fx-dashboard")
         self._sync_controls()
@@ -550,11 +553,11 @@ class Dashboard(widgets.VBox):
         toolbar.add_class("fx-toolbar")
         progress_row = widgets.HBox([self.progress, self.eta],
                                     layout=widgets.Layout(align_items="center"))
-        train_tab = widgets.VBox([toolbar, progress_row, self.status, self.plots, self.table],
-                                 layout=widgets.Layout(min_width="0"))
+        train_tab = widgets.VBox([toolbar, progress_row, self.status, self.plots, self.table,
+                                  self.analyse_panel.box], layout=widgets.Layout(min_width="0"))
         train_tab.add_class("fx-train-tab")
-        # Tabs: Train first; room for a seeds band and a sweep tab.
-        self.tabs = widgets.Tab(children=[train_tab], titles=("Train",))
+        self.tabs = widgets.Tab(children=[train_tab, self.sweep_panel.box],
+                                titles=("Train", "Sweep"))
         self.tabs.add_class("fx-tabs")
         main = widgets.VBox([self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0",
                                                                margin="0 0 0 8px"))
@@ -726,8 +729,10 @@ class Dashboard(widgets.VBox):
                     left = " · paused"
                 else:
                     left = ""
+                threads = (f' · <span class="fx-threads">{html.escape(progress.threads)}</span>'
+                           if progress.threads else "")
                 text = (f"step {progress.step:,} / {progress.total_steps:,} · "
-                        f"{format_seconds(progress.elapsed)}{left}")
+                        f"{format_seconds(progress.elapsed)}{left}{threads}")
             else:
                 self.progress.value = 0
                 text = "starting…" if status == "starting" else ""
@@ -804,6 +809,11 @@ class Dashboard(widgets.VBox):
         """Draw the current state: the shown run's plots, or empty ones."""
         self._retry = False
         self._draw_state()
+        for panel in (self.sweep_panel, self.analyse_panel):
+            try:
+                self._retry = panel.render() or self._retry
+            except Exception:  # noqa: BLE001 - one panel's drawing error spares the rest
+                log.exception("redrawing a dashboard panel failed")
         if self._retry:  # something waits for the page: look again after the pause
             self._render_wanted.set()
 
@@ -1153,6 +1163,8 @@ class Dashboard(widgets.VBox):
             return
         self._closed = True
         self.session.close(timeout)
+        self.sweep_panel.close(timeout)
+        self.analyse_panel.close(timeout)
         self._closing.set()
         self._render_wanted.set()
         if self._renderer.is_alive() and self._renderer is not threading.current_thread():

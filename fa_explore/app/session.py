@@ -42,6 +42,7 @@ import torch
 from ..config import RunConfig, field_names
 from ..data import DATASETS, Dataset, dataset_from_config, dataset_options
 from ..settings import MAX_PARAMETERS, SETTINGS
+from ..threads import describe
 from ..training import Run, Snapshot, train_iter
 from .controls import dataset_available, difference_labels, format_value, plain_message
 
@@ -149,6 +150,7 @@ class Progress:
     step: int
     total_steps: int
     elapsed: float  # seconds of training, pauses excluded
+    threads: str = ""  # the thread policy's choice for the run, in words
 
     @property
     def fraction(self) -> float:
@@ -250,12 +252,8 @@ class TrainingSession:
                  on_snapshot: SnapshotListener | None = None,
                  on_landscape: LandscapeListener | None = None,
                  landscape_interval: float | None = 3.0, landscape_first: float = 0.5,
-                 landscape_batch: int = 256, landscape_resolution: int = 25,
-                 torch_threads: int | None = None):
+                 landscape_batch: int = 256, landscape_resolution: int = 25):
         self.config = config or RunConfig()
-        # At most this many CPU threads for torch in this process while training
-        # (None: torch's own choice); the dashboard leaves a core to the page.
-        self.torch_threads = torch_threads
         self.status = "ready"
         self.message = "pick a rule and press Train"
         self.warning = ""  # e.g. accuracy back at chance; shown beside the status
@@ -329,7 +327,10 @@ class TrainingSession:
         now = self._ended_at or self._waiting_since or time.perf_counter()
         started = self._started_at
         elapsed = max(0.0, now - started - self._paused_total) if started else 0.0
-        return Progress(self._step, self._total_steps, elapsed)
+        view = self.view
+        threads = view.run.threads if view is not None else None
+        return Progress(self._step, self._total_steps, elapsed,
+                        describe(*threads) if threads else "")
 
     def _hook(self, name: str) -> None:
         hook = self.hooks.get(name)
@@ -669,8 +670,11 @@ class TrainingSession:
                 torch.optim.Adam([torch.zeros(1, requires_grad=True)])
                 if cancel.is_set():
                     return
-                from ..analysis import trajectory_pca  # noqa: F401 - imports sklearn
+                from ..analysis import trajectory_pca
 
+                # The first landscape's PCA imports sklearn.decomposition (and with it
+                # much of sklearn.linear_model): seconds on a busy machine, paid here.
+                trajectory_pca(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)))
                 if cancel.is_set() or not dataset_available(DATASETS[config.dataset]):
                     return
                 data = self._load_data(config, cancel)
@@ -783,8 +787,6 @@ class TrainingSession:
                                 "without it", previous.name, self.PREVIOUS_TIMEOUT)
             if stop_event.is_set():
                 return
-            if self.torch_threads is not None and torch.get_num_threads() > self.torch_threads:
-                torch.set_num_threads(self.torch_threads)
             data = self._load_data(cfg, stop_event)
             self._hook("loaded")
             if stop_event.is_set():
@@ -876,6 +878,9 @@ class TrainingSession:
                         done: threading.Event) -> None:
         from ..analysis import loss_surface, trajectory_pca
 
+        if run.threads is not None and torch.get_num_threads() != run.threads[0]:
+            # OpenMP's thread count can be per thread: this one follows the run's.
+            torch.set_num_threads(run.threads[0])
         generator = torch.Generator().manual_seed(0)
         keep = torch.randperm(len(data.y_train), generator=generator)[:self.landscape_batch]
         x, y = data.x_train[keep], data.y_train[keep]

@@ -260,6 +260,12 @@ class Rule(nn.Module):
     - ``"unscaled"``: every mask is 0/1 and no draw is rescaled (the PFA authors'
       code); a sparse fixed feedback is then ``sqrt(1 − p)`` times smaller. PFA keeps
       ``E[P Pᵀ] = I`` by drawing ``P`` with variance ``1/(N̄·(1 − p))``.
+    - ``batchable``: True where a training step is exactly "the plain forward, a
+      backward that sends layer ``l``'s error through :meth:`backward_matrix`, then
+      :meth:`after_backward`", with the loss :meth:`loss`, the default
+      :meth:`param_groups` and no :meth:`on_epoch_start`: such runs can train as one
+      batched ensemble (:func:`fa_explore.train_many`). Declared per class and
+      never inherited, like ``conservation_law``.
     - ``conservation_law``: True where :meth:`conservation_potential` gives a
       conserved quantity. It is declared per class and never inherited: a class
       that does not set it in its own body has none, and an inherited potential is
@@ -281,9 +287,19 @@ class Rule(nn.Module):
     feedback_kind: ClassVar[str] = "none"
     adaptive_feedback: ClassVar[bool] = False
     conservation_law: ClassVar[bool] = False
+    batchable: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "batchable" not in cls.__dict__:
+            cls.batchable = False  # a batched step is declared, never inherited
+        if cls.batchable:
+            # The batched ensemble runs none of these: a rule that needs them is not
+            # batchable (its runs then train one by one).
+            for hook in ("param_groups", "on_epoch_start", "loss"):
+                if getattr(cls, hook) is not getattr(Rule, hook):
+                    raise TypeError(f"rule {cls.name!r} is declared batchable but overrides "
+                                    f"{hook}; a batchable rule keeps Rule.{hook}")
         if "conservation_law" not in cls.__dict__:
             cls.conservation_law = False  # a law is declared, never inherited
         if not cls.conservation_law:
@@ -322,6 +338,17 @@ class Rule(nn.Module):
         """The matrix standing in for ``model.layers[layer].weight`` in the backward
         pass, as it is used now (masks applied), or None where there is none."""
         return None
+
+    def backward_matrix(self, model: FeedforwardNet, layer: int) -> torch.Tensor:
+        """For a ``batchable`` rule: the matrix (shape of ``W_l``) layer ``layer``'s
+        error is sent back through in the next step (``l ≥ 1``). It must draw no
+        random numbers (per-step randomness belongs to :meth:`after_backward`)."""
+        raise NotImplementedError(f"rule {self.name!r} has no backward_matrix "
+                                  "(it is not batchable)")
+
+    def after_backward(self, model: FeedforwardNet) -> None:
+        """For a ``batchable`` rule: what the rule does after each step's backward
+        (e.g. redraw a random feedback); nothing by default."""
 
     def alignment_target(self, model: FeedforwardNet, layer: int, x: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -489,7 +516,11 @@ class LayerFeedbackRule(Rule):
         feedbacks = [None] + [self.feedback_matrix(model, l) for l in range(1, model.n_layers)]
         loss = self.loss(feedback_forward(model, x, feedbacks), y)
         loss.backward()
+        self.after_backward(model)
         return loss.detach()
+
+    def backward_matrix(self, model, layer):
+        return self.feedback_matrix(model, layer).detach()
 
     def effective_feedback(self, model, layer):
         return self.feedback_matrix(model, layer).detach() if layer > 0 else None

@@ -16,11 +16,15 @@ class BP(Rule):
     paper = "Rumelhart, Hinton & Williams 1986"
     feedback_kind = "layer"
     conservation_law = True
+    batchable = True
 
     def compute_grads(self, model, x, y):
         loss = self.loss(model(x), y)
         loss.backward()
         return loss.detach()
+
+    def backward_matrix(self, model, layer):
+        return model.layers[layer].weight.detach()
 
     def effective_feedback(self, model, layer):
         return model.layers[layer].weight.detach() if layer > 0 else None

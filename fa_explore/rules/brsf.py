@@ -27,9 +27,9 @@ class BRSF(FRSF):
     # The magnitudes change every step, so frSF's potential is not conserved.
     conservation_law = False
 
-    def compute_grads(self, model, x, y):
-        loss = super().compute_grads(model, x, y)
+    batchable = True
+
+    def after_backward(self, model):
         with torch.no_grad():
             for l in range(1, model.n_layers):
                 self.draw_feedback(getattr(self, f"M{l}"))
-        return loss

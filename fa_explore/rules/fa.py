@@ -23,4 +23,5 @@ class FA(FixedLayerFeedback):
              "(IFA) and adaFA (implicit regularization in FA)")
     uses_init_angle = True
     conservation_law = True
+    batchable = True
     uses_feedback_sparsity = True

@@ -26,6 +26,7 @@ class FRSF(LayerFeedbackRule):
     paper = "Liao, Leibo & Poggio 2016, AAAI (fixed random-magnitude sign-concordant feedback)"
     uses_feedback_sparsity = True
     conservation_law = True
+    batchable = True
     uses_feedback_init = True
     stored_feedback_tensors = masked_feedback_tensors = 1
 

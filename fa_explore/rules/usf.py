@@ -25,6 +25,7 @@ class USF(LayerFeedbackRule):
     paper = "Liao, Leibo & Poggio 2016, AAAI (uniform sign-concordant feedback)"
     uses_feedback_sparsity = True
     conservation_law = True
+    batchable = True
     masked_feedback_tensors = 1
 
     def __init__(self, model, cfg, generator=None):

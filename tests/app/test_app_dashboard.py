@@ -60,7 +60,7 @@ def make_dashboard():
 
     def make(query="", **kwargs):
         dashboard = Dashboard(query=query, landscape_interval=None,
-                              **{"warm_up": False, "torch_threads": None, **kwargs})
+                              **{"warm_up": False, **kwargs})
         made.append(dashboard)
         return dashboard
 
@@ -179,6 +179,14 @@ def test_train_draws_points_and_finishes(make_dashboard):
     assert dashboard.progress.value == 1.0 and not dashboard.train.disabled
 
 
+def test_the_progress_line_shows_the_thread_policys_choice(make_dashboard, monkeypatch):
+    monkeypatch.setenv("FA_EXPLORE_THREADS", "1")
+    dashboard = make_dashboard(QUICK)
+    dashboard.train.click()
+    assert wait_until(lambda: "finished" in status_text(dashboard))
+    assert wait_until(lambda: "1 thread (FA_EXPLORE_THREADS=1)" in dashboard.eta.value)
+
+
 def test_changing_a_control_mid_run_stops_it(make_dashboard):
     dashboard = make_dashboard(LONG)
     dashboard.train.click()
@@ -219,7 +227,7 @@ def test_closing_joins_every_thread():
     # Warm-up and landscape threads included; join without a deadline (a busy machine
     # may take long), then nothing of the dashboard may be left.
     before = set(threading.enumerate())
-    dashboard = Dashboard(query=LONG, landscape_interval=0.1, torch_threads=None)
+    dashboard = Dashboard(query=LONG, landscape_interval=0.1)
     dashboard.train.click()
     assert wait_until(lambda: dashboard.session.run is not None)
     dashboard.close(timeout=None)
@@ -638,11 +646,11 @@ def test_train_is_the_first_tab(make_dashboard):
 # ---------------------------------------------------------------- threads
 def test_a_new_dashboard_closes_the_previous_one():
     before = set(threading.enumerate())
-    first = Dashboard(query=LONG, landscape_interval=0.1, torch_threads=None)
+    first = Dashboard(query=LONG, landscape_interval=0.1)
     first.train.click()
     assert wait_until(lambda: first.session.run is not None)
-    second = Dashboard(warm_up=False, landscape_interval=None,  # re-running the cell
-                       torch_threads=None)
+    # Re-running the cell.
+    second = Dashboard(warm_up=False, landscape_interval=None)
     try:
         assert first._closed and not first._renderer.is_alive()
         assert wait_until(lambda: not [t for t in first.session.threads()])

@@ -505,6 +505,20 @@ def test_warm_up_builds_only_a_small_model_and_is_cancelled_by_train(recorder, m
     assert (small.rule, small.dataset, small.train_size) == (big.rule, big.dataset, 200)
 
 
+def test_warm_up_runs_the_landscapes_pca_before_the_first_run(monkeypatch):
+    import fa_explore.analysis as analysis
+
+    calls = []
+    monkeypatch.setattr(analysis, "trajectory_pca",
+                        lambda points, **kwargs: calls.append(tuple(points.shape)))
+    session = TrainingSession(QUICK, landscape_interval=None)
+    try:
+        session.warm_up().join(120)
+        assert calls == [(3, 4)]
+    finally:
+        session.close(timeout=None)
+
+
 def test_the_first_run_reuses_the_data_the_warm_up_is_loading(recorder, monkeypatch):
     import fa_explore.app.session as session_module
 
@@ -619,13 +633,16 @@ def test_warm_up_config_is_small_or_none():
     assert cnn.channels == (8,)
 
 
-def test_training_leaves_cores_to_the_page_when_asked(recorder):
+def test_training_uses_the_thread_policy_and_reports_it(recorder):
     before = torch.get_num_threads()
-    session = TrainingSession(QUICK, landscape_interval=None, torch_threads=1)
+    session = TrainingSession(QUICK.replace(threads=2), landscape_interval=None)
+    seen = []
+    session.hooks["snapshot"] = lambda: seen.append(torch.get_num_threads())
     try:
         session.start()
         assert wait_until(lambda: session.status == "finished")
-        assert torch.get_num_threads() == 1
+        assert set(seen) == {2}  # in the worker, while it trains
+        assert session.progress().threads == "2 threads (threads=2)"
     finally:
         session.close(timeout=None)
         torch.set_num_threads(before)

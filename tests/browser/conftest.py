@@ -164,7 +164,8 @@ def start_voila(artifacts: Path, log_name: str = "voila-server.log",
     jupyter_path = os.pathsep.join(
         p for p in (str(REPO / "share" / "jupyter"), os.environ.get("JUPYTER_PATH")) if p)
     env = dict(os.environ, PYTHONUNBUFFERED="1", JUPYTER_PATH=jupyter_path,
-               FA_EXPLORE_RUNS=str(artifacts / "exports"))
+               FA_EXPLORE_RUNS=str(artifacts / "exports"),
+               FA_EXPLORE_SWEEPS=str(artifacts / "sweeps"))  # the Sweep tab's cache
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "voila", NOTEBOOK, "--no-browser", f"--port={port}",
