@@ -57,6 +57,9 @@ class Dataset:
     input_shape: tuple[int, ...]
     n_classes: int
     class_names: list[str] = field(default_factory=list)
+    # The load_dataset options that made it (None for data built by hand): lets
+    # train(cfg, data=...) check that the data is the one the config describes.
+    options: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
@@ -456,6 +459,8 @@ def load_dataset(name: str, *, n_classes: int | None = None, label_noise: float 
     label_noise = SETTINGS["label_noise"].coerce(label_noise, where)
     standardize = SETTINGS["standardize"].coerce(standardize, where)
     options = {key: SETTINGS[key].coerce(value, where) for key, value in options.items()}
+    made_with = dict(n_classes=n_classes, label_noise=label_noise, train_size=train_size,
+                     standardize=standardize, seed=seed, **options)
     options = {k: v for k, v in options.items() if v is not None}
     classes = spec.n_classes if n_classes is None else n_classes
     if spec.generates_classes:
@@ -488,7 +493,7 @@ def load_dataset(name: str, *, n_classes: int | None = None, label_noise: float 
         x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
     return Dataset(name, _as_tensor(x_tr, torch.float32), _as_tensor(y_tr, torch.int64),
                    _as_tensor(x_te, torch.float32), _as_tensor(y_te, torch.int64),
-                   tuple(spec.input_shape), classes, class_names)
+                   tuple(spec.input_shape), classes, class_names, made_with)
 
 
 def dataset_options(cfg) -> dict[str, Any]:
@@ -505,7 +510,57 @@ def dataset_options(cfg) -> dict[str, Any]:
 
 
 def dataset_from_config(cfg) -> Dataset:
+    """The data ``cfg`` describes: ``load_dataset`` with :func:`dataset_options`."""
     return load_dataset(cfg.dataset, **dataset_options(cfg))
+
+
+def check_dataset(cfg, data: Dataset) -> None:
+    """Raise ``ValueError`` when ``data``, given to ``train(cfg, data=...)``, is not
+    the data ``cfg`` describes.
+
+    Every data-shaping setting the config sets away from its default (``train_size``,
+    ``n_classes``, ``label_noise``, ``standardize``, ``data_seed`` and the dataset's
+    own options such as ``noise``) must be what the data was made with: data from
+    :func:`load_dataset` records its options (and its name, checked against
+    ``cfg.dataset``); for data built by hand ``train_size`` and ``n_classes`` are
+    checked against its size and classes, and the other settings, which cannot be
+    checked, must stay at their defaults. A setting at its default takes the data
+    as given (reshaping given data would standardize it twice, and would draw
+    other examples than the config's own loading does).
+    """
+    from .settings import SETTINGS
+
+    requested = dataset_options(cfg)
+    fields = {key: "data_seed" if key == "seed" else key for key in requested}
+    changed = [key for key, name in fields.items()
+               if getattr(cfg, name) != SETTINGS[name].default]
+    how = ("pass data=dataset_from_config(cfg) (or no data: train loads it), or leave "
+           "{name} at its default ({default!r}) to train on the data as given")
+
+    def refuse(key: str, found: str) -> None:
+        name = fields[key]
+        raise ValueError(f"train(cfg, data=...): RunConfig.{name} is {getattr(cfg, name)!r} "
+                         f"but {found}; "
+                         + how.format(name=name, default=SETTINGS[name].default))
+
+    if data.options is not None:
+        if data.name != cfg.dataset:
+            raise ValueError(f"train(cfg, data=...): RunConfig.dataset is {cfg.dataset!r} but "
+                             f"the given data is {data.name!r}; set dataset={data.name!r} or "
+                             "pass data=dataset_from_config(cfg)")
+        for key in changed:
+            if data.options.get(key) != requested[key]:
+                refuse(key, f"the given data was loaded with {key}={data.options.get(key)!r}")
+        return
+    checks = {"train_size": (len(data.y_train), "training examples"),
+              "n_classes": (data.n_classes, "classes")}
+    for key in changed:
+        if key in checks:
+            have, what = checks[key]
+            if have != requested[key]:
+                refuse(key, f"the given data has {have} {what}")
+        elif key != "seed":  # data_seed also draws the evaluation subset: it applies
+            refuse(key, "the given data was built by hand, so it cannot be checked")
 
 
 def dataset_shape(cfg) -> tuple[tuple[int, ...], int]:

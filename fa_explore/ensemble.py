@@ -28,6 +28,7 @@ Every other config (another model or rule kind, a CNN) trains on its own with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -233,26 +234,30 @@ def plan_ensembles(configs: Sequence[RunConfig], data: Dataset | None = None) ->
         if not isinstance(cfg, RunConfig):
             raise ValueError(f"train_many configs[{index}] must be a RunConfig; got "
                              f"{type(cfg).__name__}")
-    datasets: dict[tuple, Dataset] = {}
+    # key -> (the tensors shared with equal data, this key's own Dataset)
+    datasets: dict[tuple, tuple[Dataset, Dataset]] = {}
     groups: dict[tuple, list[int]] = {}
     alone: list[int] = []
     member_data: list[Dataset] = []
     for index, cfg in enumerate(configs):
         resolved = cfg.resolve()
         if data is not None:
-            dataset = data
+            shared = own = data
         else:
             key = _data_key(resolved)
             if key not in datasets:
                 loaded = dataset_from_config(resolved)
                 # Configs whose data differ only in a seed that nothing random used
                 # (digits without subsampling) share one dataset and one ensemble.
-                same = next((d for d in datasets.values() if _same_data(d, loaded)), None)
-                datasets[key] = loaded if same is None else same
-            dataset = datasets[key]
-        member_data.append(dataset)
-        resolved = _resolved(resolved, len(dataset.y_train))
-        group = _group_key(resolved, dataset, resolve_device(resolved.device))
+                same = next((d for d, _ in datasets.values() if _same_data(d, loaded)), None)
+                # Its own options on the shared tensors: train_iter checks them
+                # against the config (check_dataset) when the member trains alone.
+                datasets[key] = (loaded, loaded) if same is None else (
+                    same, dataclasses.replace(same, options=loaded.options))
+            shared, own = datasets[key]
+        member_data.append(own)
+        resolved = _resolved(resolved, len(shared.y_train))
+        group = _group_key(resolved, shared, resolve_device(resolved.device))
         if group is None:
             alone.append(index)
         else:

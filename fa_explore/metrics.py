@@ -19,14 +19,25 @@ from .models import is_homogeneous as activation_is_homogeneous
 from .models import output_jacobian  # noqa: F401 - part of the metrics API
 
 
+def pair_statistics(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[a·b, ‖a‖, ‖b‖]`` of two tensors seen as flat vectors, in float64, as one
+    tensor on their device (nothing read back yet): :func:`angle_from` and a norm
+    ratio follow from it."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    return torch.stack([a @ b, a.norm(), b.norm()])
+
+
+def angle_from(dot: float, norm_a: float, norm_b: float) -> float:
+    """Degrees between two vectors from their dot product and norms (NaN if a norm
+    is zero)."""
+    if norm_a == 0 or norm_b == 0:
+        return math.nan
+    return math.degrees(math.acos(min(1.0, max(-1.0, dot / (norm_a * norm_b)))))
+
+
 def angle_between(a: torch.Tensor, b: torch.Tensor) -> float:
     """Angle in degrees between two tensors seen as flat vectors (NaN if one is zero)."""
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    na, nb = a.norm(), b.norm()
-    if na == 0 or nb == 0:
-        return math.nan
-    cos = torch.clamp(a @ b / (na * nb), -1.0, 1.0)
-    return math.degrees(math.acos(cos.item()))
+    return angle_from(*pair_statistics(a, b).tolist())
 
 
 def weight_angle(weight: torch.Tensor, feedback: torch.Tensor | None) -> float:
@@ -94,10 +105,17 @@ class ConservationTracker:
                                      potential.detach().double())
 
     def ratios(self, model, rule) -> list[float]:
+        """The ratio per layer (NaN where not measured), read back in one go."""
         out = [math.nan] * model.n_layers
+        if not self.start:
+            return out
+        sums = []
         for layer, (norms0, potential0) in self.start.items():
-            left = (incoming_half_norms(model, layer) - norms0).sum().item()
-            right = (rule.conservation_potential(model, layer).double() - potential0).sum().item()
+            sums.append((incoming_half_norms(model, layer) - norms0).sum())
+            sums.append((rule.conservation_potential(model, layer).double() - potential0).sum())
+        values = torch.stack(sums).tolist()
+        for index, layer in enumerate(self.start):
+            left, right = values[2 * index], values[2 * index + 1]
             out[layer] = left / right if right != 0 else math.nan
         return out
 
@@ -116,18 +134,34 @@ def layer_metrics(model, rule, probe_x, probe_y, tracker: ConservationTracker | 
     """All per-layer columns for one history row (layers numbered from 1). The weight
     angle, norm ratio and sign concordance compare the rule's feedback with what it
     should align with (:meth:`~fa_explore.rules.base.Rule.alignment_target`)."""
-    row = {}
-    grad_angles = gradient_angles(model, rule, probe_x, probe_y)
+    estimated = rule.probe_grads(model, probe_x, probe_y)
+    exact = true_grads(model, probe_x, probe_y)
     conservation = tracker.ratios(model, rule) if tracker else [math.nan] * model.n_layers
-    for index, layer in enumerate(model.layers):
+    # Every layer's scalars as tensors first, read back in one go: one host sync per
+    # row instead of a few per metric and layer (the same float64 arithmetic).
+    parts, has_feedback = [], []
+    for index in range(len(model.layers)):
+        parts.append(pair_statistics(estimated[index], exact[index]))
         pair = rule.alignment_target(model, index, probe_x)
-        feedback, target = pair if pair is not None else (None, layer.weight)
+        has_feedback.append(pair is not None)
+        if pair is not None:
+            feedback, target = pair
+            agree = torch.sign(target.detach()) * torch.sign(feedback.detach()) > 0
+            parts += [pair_statistics(target, feedback), agree.double().mean().reshape(1)]
+    values = iter(torch.cat(parts).tolist())
+    row = {}
+    for index, feedback in enumerate(has_feedback):
         n = index + 1
-        row[f"weight_angle/{n}"] = weight_angle(target, feedback)
-        row[f"norm_ratio/{n}"] = norm_ratio(target, feedback)
-        row[f"grad_angle/{n}"] = grad_angles[index]
+        row[f"weight_angle/{n}"] = row[f"norm_ratio/{n}"] = math.nan
+        row[f"grad_angle/{n}"] = angle_from(next(values), next(values), next(values))
         row[f"conservation/{n}"] = conservation[index]
-        row[f"sign_concordance/{n}"] = sign_concordance(target, feedback)
+        row[f"sign_concordance/{n}"] = math.nan
+        if feedback:
+            dot, norm_target, norm_feedback, agree = (next(values) for _ in range(4))
+            row[f"weight_angle/{n}"] = angle_from(dot, norm_target, norm_feedback)
+            row[f"norm_ratio/{n}"] = (math.nan if norm_target == 0
+                                      else norm_feedback / norm_target)
+            row[f"sign_concordance/{n}"] = agree
     return row
 
 

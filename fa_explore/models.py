@@ -283,10 +283,12 @@ def output_jacobian(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tens
     CNN's pooled feature map) and ``y`` the logits. For a linear network it is the
     product of the later weights, ``W_L ⋯ W_{l+1}``; for ``layer = L - 1``, ``W_L``.
 
-    Per example with ``torch.func`` (``vmap`` of ``jacrev``) on the model's own
-    forward from layer ``layer`` up: the layers below run on an empty batch, so the
-    model's code between layers (activations, pooling, flattening) decides the way."""
-    from torch.func import jacrev, vmap
+    The model's own forward from layer ``layer`` up runs once on the whole batch
+    (the layers below on an empty batch, so the model's code between layers,
+    activations, pooling, flattening, decides the way), then one vector-Jacobian
+    product per output unit, batched with ``torch.func.vmap``: row ``k`` is
+    ``Σ_n ∂y_n[k]/∂h_n``, since no example's logits depend on another's input."""
+    from torch.func import vjp, vmap
 
     if not 0 < layer < len(model.layers):
         raise ValueError(f"layer must be a hidden layer's index in 1..{len(model.layers) - 1}; "
@@ -303,12 +305,17 @@ def output_jacobian(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tens
     h = recorded["h"]
     empty = x[:0]
 
-    def head(h_one: torch.Tensor) -> torch.Tensor:
+    def head(h_batch: torch.Tensor) -> torch.Tensor:
         def call(index: int, module: nn.Module, h_in: torch.Tensor) -> torch.Tensor:
-            return module(h_one.unsqueeze(0) if index == layer else h_in)
+            return module(h_batch if index == layer else h_in)
 
-        return model(empty, call).squeeze(0)
+        return model(empty, call)
 
     with torch.enable_grad():
-        jacobians = vmap(jacrev(head), chunk_size=64)(h)  # (batch, N_L, *h_l shape)
-    return jacobians.mean(0).reshape(jacobians.shape[1], -1).detach()
+        logits, pullback = vjp(head, h)
+        n_out = logits.shape[1]
+        # A per-example Jacobian for each example (vmap of jacrev, as before) cost N_L
+        # backward passes per example; these are N_L for the whole batch.
+        basis = torch.eye(n_out, dtype=logits.dtype, device=logits.device)
+        (rows,) = vmap(pullback)(basis[:, None, :].expand(n_out, *logits.shape))
+    return rows.mean(1).reshape(n_out, -1).detach()  # rows: (N_L, batch, *h_l shape)

@@ -38,6 +38,10 @@ MAX_EPOCHS = 10_000
 MAX_PARAMETERS = 20_000_000  # model plus feedback, float32: 80 MB
 MAX_STRING = 100  # longest string value accepted anywhere in a config
 REPR_LIMIT = 60  # longest shown repr of a rejected value
+# eval_every's default: total_steps // this (at least 1). An evaluation costs a few
+# training steps (two evaluated forwards, the rule's and the true gradient on the
+# probe batch, the metrics), so about 12 keep it under a tenth of a default run.
+EVALUATIONS_PER_RUN = 12
 
 KINDS = ("str", "int", "float", "bool", "ints", "options")
 CONTROLS = ("dropdown", "slider", "log_slider", "number", "checkbox", "widths", "text",
@@ -496,8 +500,9 @@ _TABLE: dict[str, dict[str, Setting]] = {
                                minimum=1, maximum=1e12, control="number",
                                label="divergence factor"),
         "eval_every": S("int", None, "steps between evaluations", optional=True,
-                        none_means="about 50 per run", minimum=1, maximum=10_000_000,
-                        unit="steps", control="number", label="eval every"),
+                        none_means=f"about {EVALUATIONS_PER_RUN} per run", minimum=1,
+                        maximum=10_000_000, unit="steps", control="number",
+                        label="eval every"),
         "eval_size": S("int", 1000, "examples evaluated per evaluation (train and test)",
                        minimum=1, maximum=1_000_000, unit="examples", control="number",
                        label="eval size"),

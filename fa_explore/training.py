@@ -34,10 +34,11 @@ import pandas as pd
 import torch
 
 from .config import RunConfig
-from .data import Dataset, dataset_from_config, dataset_shape
+from .data import Dataset, check_dataset, dataset_from_config, dataset_shape
 from .metrics import ConservationTracker, evaluate, layer_metrics
 from .models import FeedforwardNet, build_model
 from .rules import RULES, Rule
+from .settings import EVALUATIONS_PER_RUN
 from .threads import apply_threads
 
 FORMAT_VERSION = 1
@@ -467,7 +468,7 @@ class LossCheck:
 def eval_interval(cfg: RunConfig, total_steps: int) -> int:
     """Steps between evaluations: ``cfg.eval_every``, or the default for a run of
     ``total_steps`` steps when it is None."""
-    return cfg.eval_every or max(1, total_steps // 50)
+    return cfg.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
 
 
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -510,6 +511,10 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     ``trajectory_every`` steps when set (always with step 0 and the last step),
     bounded as :class:`Trajectory` says.
 
+    ``data``, when given, is trained on as given; a ``ValueError`` names any
+    data-shaping setting of ``cfg`` (``train_size``, ``n_classes``, ...) that it
+    contradicts (:func:`~fa_explore.data.check_dataset`).
+
     On the CPU, the thread policy (``cfg.threads``, :mod:`fa_explore.threads`) sets
     torch's thread count first; ``run.threads`` records the choice.
     """
@@ -517,7 +522,10 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     device = resolve_device(cfg.device)
     # Before anything computes: torch's thread count is process-wide (thread policy).
     threads = apply_threads(cfg.threads) if device.type == "cpu" else None
-    data = dataset_from_config(cfg) if data is None else data
+    if data is None:
+        data = dataset_from_config(cfg)
+    else:
+        check_dataset(cfg, data)
     model, rule = build(cfg, data.input_shape, data.n_classes, device)
     optimizers = make_optimizers(cfg, model, rule)
     run = Run(cfg, model, rule, data)
@@ -540,24 +548,28 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
     subset_gen = torch.Generator().manual_seed(data_seed + 3)
     train_eval = _fixed_subset(n_train, cfg.eval_size, subset_gen).to(device)
     test_eval = _fixed_subset(len(y_test), cfg.eval_size, subset_gen).to(device)
-    probe = train_eval[:PROBE_BATCH]
+    # Gathered once: the subsets never change, and indexing them at every
+    # evaluation copied them again each time.
+    x_train_eval, y_train_eval = x_train[train_eval], y_train[train_eval]
+    x_test_eval, y_test_eval = x_test[test_eval], y_test[test_eval]
+    probe_x, probe_y = x_train_eval[:PROBE_BATCH], y_train_eval[:PROBE_BATCH]
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
     tracker = ConservationTracker(model, rule)
     loss_check = LossCheck()
     started = time.perf_counter()
 
     def record(step: int, epoch: float) -> dict[str, Any]:
-        train_loss, train_acc = evaluate(model, x_train[train_eval], y_train[train_eval])
-        test_loss, test_acc = evaluate(model, x_test[test_eval], y_test[test_eval])
+        train_loss, train_acc = evaluate(model, x_train_eval, y_train_eval)
+        test_loss, test_acc = evaluate(model, x_test_eval, y_test_eval)
         row = {"step": step, "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                "test_loss": test_loss, "test_acc": test_acc,
                # What the optimizer will use next (the schedule applied), read back
                # from it rather than recomputed.
                "lr": optimizers[0].param_groups[0]["lr"],
                "time": time.perf_counter() - started}
-        row.update(layer_metrics(model, rule, x_train[probe], y_train[probe], tracker))
+        row.update(layer_metrics(model, rule, probe_x, probe_y, tracker))
         if cfg.hessian_every is not None:
-            row.update(hessian_row(model, x_train[probe], y_train[probe],
+            row.update(hessian_row(model, probe_x, probe_y,
                                    len(run.rows) % cfg.hessian_every == 0, cfg.seed))
         run.rows.append(row)
         if cfg.trajectory_every is None:
@@ -671,7 +683,8 @@ def show_progress(bar, snapshot: Snapshot) -> None:
 
 
 def train(cfg: RunConfig, progress: bool = False, data: Dataset | None = None) -> Run:
-    """Run a whole training run and return it (``progress`` shows a tqdm bar)."""
+    """Run a whole training run and return it (``progress`` shows a tqdm bar).
+    ``data`` as in :func:`train_iter`: the config's data when None."""
     bar = None
     if progress:
         from tqdm.auto import tqdm

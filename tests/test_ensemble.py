@@ -84,8 +84,9 @@ def test_sixteen_seeds_are_one_ensemble_and_load_the_data_once(monkeypatch):
     plan = plan_ensembles(configs)
     assert plan.groups == (tuple(range(16)),) and plan.alone == ()
     # data_seed follows seed, but digits without subsampling draws nothing from it:
-    # one dataset object is shared (each distinct data key is still loaded once).
-    assert len({id(d) for d in plan.data}) == 1
+    # one dataset's tensors are shared (each distinct data key is still loaded once;
+    # each member's Dataset keeps its own options, for check_dataset).
+    assert len({id(d.x_train) for d in plan.data}) == 1
     assert len(loads) == 16
 
 
@@ -180,3 +181,18 @@ def test_a_batchable_rule_must_keep_the_hooks_the_ensemble_skips():
 
     assert RULES["fa"].batchable and not _Derived.batchable
     assert not math.isnan(0.0)
+
+
+def test_configs_that_share_equal_data_keep_their_own_data_settings():
+    # Digits without a subsample are the same for any data_seed, so these configs
+    # share one dataset; a member that trains alone (dfa) is checked against its
+    # own config's data settings (check_dataset), not the first member's.
+    configs = [RunConfig(rule=rule, data_seed=seed, **SMALL)
+               for rule in ("dfa", "fa") for seed in (1, 2)]
+    plan = plan_ensembles(configs)
+    assert plan.alone == (0, 1) and plan.groups == ((2, 3),)
+    assert all(torch.equal(d.x_train, plan.data[0].x_train) for d in plan.data)
+    runs = train_many(configs)
+    assert [r.status for r in runs] == ["finished"] * 4
+    for run, cfg in zip(runs, configs, strict=True):
+        assert_same_run(run, train(cfg))

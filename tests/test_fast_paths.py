@@ -158,10 +158,12 @@ def counted_macs(name, kind):
 
 
 # The FLOP counter does not count in-place addmm_ (FDFA's running average, WM's
-# mirror update of linear layers); everything else it sees is what the formulas say.
+# mirror update of linear layers, FG-W's input tangent of the linear layers above
+# the first); everything else it sees is what the formulas say.
 IN_PLACE_ADDMM = {
     "fdfa": lambda s, b: b * s[-1].hidden_size * sum(l.hidden_size for l in s[:-1]),
     "wm": lambda s, b: 32 * sum(l.macs for l in s[1:] if l.is_linear),
+    "fg_w": lambda s, b: b * sum(l.macs for l in s[1:] if l.is_linear),
 }
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fa_explore import RULES, Run, RunConfig, build, load_dataset, train, train_iter, training
+from fa_explore.settings import EVALUATIONS_PER_RUN
 from fa_explore.training import Trajectory
 
 # 96 training examples, batch 16: 6 steps per epoch.
@@ -69,10 +70,13 @@ def test_eval_every_sets_the_evaluated_steps(digits, eval_every, steps):
     assert run.history["epoch"].tolist() == [s / 6 for s in steps]
 
 
-def test_default_eval_every_is_recorded_in_the_config(digits):
-    run = train(RunConfig(rule="bp", epochs=1, **TINY), data=digits)
-    assert run.config.eval_every == 1  # max(1, 6 steps // 50)
-    assert len(run.history) == 7
+@pytest.mark.parametrize("epochs, every, rows", [(1, 1, 7), (4, 2, 13), (10, 5, 13)])
+def test_default_eval_every_is_recorded_in_the_config(digits, epochs, every, rows):
+    # About EVALUATIONS_PER_RUN evaluations: max(1, steps // 12), 6 steps an epoch.
+    assert EVALUATIONS_PER_RUN == 12
+    run = train(RunConfig(rule="bp", epochs=epochs, **TINY), data=digits)
+    assert run.config.eval_every == every
+    assert len(run.history) == rows
 
 
 # ------------------------------------------------------------------ stopping
@@ -732,3 +736,51 @@ def test_data_seed_draws_the_class_subset_and_the_subsample():
     assert torch.equal(data.x_train, same.x_train) and torch.equal(data.y_train, same.y_train)
     other = dataset_from_config(cfg.replace(data_seed=6))
     assert not torch.equal(data.x_train, other.x_train)
+
+
+# -------------------------------------------------------------- given data
+def test_given_data_that_contradicts_train_size_is_refused():
+    full = load_dataset("digits")
+    cfg = RunConfig(rule="bp", train_size=50, epochs=1, **TINY)
+    with pytest.raises(ValueError, match=r"RunConfig.train_size is 50 but the given data "
+                                         r"was loaded with train_size=None"):
+        train(cfg, data=full)
+    # The config's own data is accepted and gives the run train would load itself.
+    from fa_explore.data import dataset_from_config
+
+    given = train(cfg, data=dataset_from_config(cfg))
+    assert len(given.data.y_train) == 50
+    assert without_time(given.history).equals(without_time(train(cfg).history))
+
+
+@pytest.mark.parametrize("change, field", [({"label_noise": 0.2}, "label_noise"),
+                                           ({"n_classes": 3}, "n_classes"),
+                                           ({"standardize": False}, "standardize"),
+                                           ({"data_seed": 4}, "data_seed")])
+def test_given_data_that_contradicts_a_data_setting_is_refused(digits, change, field):
+    cfg = RunConfig(rule="bp", epochs=1, **TINY, **change)
+    with pytest.raises(ValueError, match=rf"RunConfig\.{field} is .* leave {field} at its "
+                                         r"default"):
+        train(cfg, data=digits)
+
+
+def test_given_data_of_another_dataset_is_refused():
+    with pytest.raises(ValueError, match=r"RunConfig.dataset is 'digits' but the given data "
+                                         r"is 'moons'"):
+        train(RunConfig(rule="bp", epochs=1, **TINY), data=load_dataset("moons"))
+
+
+def test_hand_made_data_is_checked_where_it_can_be(digits):
+    from fa_explore.data import Dataset
+
+    data = Dataset("custom", digits.x_train, digits.y_train, digits.x_test, digits.y_test,
+                   digits.input_shape, digits.n_classes)
+    assert train(RunConfig(rule="bp", epochs=1, train_size=96, **TINY), data=data).rows
+    with pytest.raises(ValueError, match=r"RunConfig.train_size is 50 but the given data "
+                                         r"has 96 training examples"):
+        train(RunConfig(rule="bp", epochs=1, train_size=50, **TINY), data=data)
+    with pytest.raises(ValueError, match=r"RunConfig.label_noise is 0.1 but the given data "
+                                         r"was built by hand"):
+        train(RunConfig(rule="bp", epochs=1, label_noise=0.1, **TINY), data=data)
+    # data_seed also draws the evaluation subset, so it applies to any data.
+    assert train(RunConfig(rule="bp", epochs=1, data_seed=3, **TINY), data=data).rows

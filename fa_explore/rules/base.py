@@ -447,23 +447,46 @@ class Rule(nn.Module):
     def masked(matrix: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return matrix if mask is None else matrix * mask
 
+    def register_feedback(self, name: str, matrix: torch.Tensor, learned: bool,
+                          mask_name: str | None = None) -> None:
+        """Store a feedback matrix as ``name``: a parameter when ``learned`` (an
+        optimizer steps it), else a buffer; then its fixed sparsity mask (buffer
+        ``mask_name``, default ``{name}_mask``; None when p = 0), drawn after it from
+        the rule's generator (:meth:`make_mask`)."""
+        if learned:
+            self.register_parameter(name, nn.Parameter(matrix))
+        else:
+            self.register_buffer(name, matrix)
+        self.register_buffer(mask_name or f"{name}_mask", self.make_mask(matrix))
+
+    def masked_feedback(self, name: str) -> torch.Tensor:
+        """The stored feedback ``name`` as the backward uses it: its mask applied,
+        detached when learned (its own gradient is the rule's to set)."""
+        matrix = getattr(self, name)
+        if isinstance(matrix, nn.Parameter):
+            matrix = matrix.detach()
+        return self.masked(matrix, getattr(self, f"{name}_mask"))
+
     def probe_grads(self, model: FeedforwardNet, x: torch.Tensor,
                     y: torch.Tensor) -> list[torch.Tensor]:
         """This rule's weight gradients on a batch, leaving the rule, its random
         generator and the model's ``.grad`` as they were (for metrics)."""
         saved_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
         saved_rng = self.generator.get_state()
-        saved_grads = [p.grad for p in [*model.parameters(), *self.parameters()]]
-        for p in [*model.parameters(), *self.parameters()]:
+        params = [*model.parameters(), *self.parameters()]  # walked once, not three times
+        saved_grads = [p.grad for p in params]
+        for p in params:
             p.grad = None
         try:
             self.compute_grads(model, x, y)
-            return [layer.weight.grad.detach().clone() if layer.weight.grad is not None
+            # The grads are fresh tensors (set to None above) that the restore below
+            # detaches from the layers: no copy needed.
+            return [layer.weight.grad.detach() if layer.weight.grad is not None
                     else torch.zeros_like(layer.weight) for layer in model.layers]
         finally:
             self.load_state_dict(saved_state)
             self.generator.set_state(saved_rng)
-            for p, g in zip([*model.parameters(), *self.parameters()], saved_grads, strict=True):
+            for p, g in zip(params, saved_grads, strict=True):
                 p.grad = g
 
 
@@ -516,21 +539,14 @@ class StoredLayerFeedback(LayerFeedbackRule):
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)
         for l in range(1, model.n_layers):
-            weight = model.layers[l].weight
-            matrix = self.init_feedback(weight)
-            if self.learned_feedback:
-                self.register_parameter(f"B{l}", nn.Parameter(matrix))
-            else:
-                self.register_buffer(f"B{l}", matrix)
-            self.register_buffer(f"B{l}_mask", self.make_mask(weight))
+            self.register_feedback(f"B{l}", self.init_feedback(model.layers[l].weight),
+                                   self.learned_feedback)
 
     def stored_feedback(self, layer: int) -> torch.Tensor:
         return getattr(self, f"B{layer}")
 
     def feedback_matrix(self, model, layer):
-        matrix = self.stored_feedback(layer)
-        return self.masked(matrix.detach() if self.learned_feedback else matrix,
-                           getattr(self, f"B{layer}_mask"))
+        return self.masked_feedback(f"B{layer}")
 
 
 class FixedLayerFeedback(StoredLayerFeedback):

@@ -64,12 +64,8 @@ class DFA(Rule):
         for l, shape in enumerate(hidden_shapes(model), start=1):
             empty = torch.empty(n_out, math.prod(shape), device=output_weight.device,
                                 dtype=output_weight.dtype)
-            matrix = self.init_direct_feedback(empty)
-            if self.feedback_is_parameter():
-                self.register_parameter(f"D{l}", nn.Parameter(matrix))
-            else:
-                self.register_buffer(f"D{l}", matrix)
-            self.register_buffer(f"D{l}_mask", self.make_mask(matrix))
+            self.register_feedback(f"D{l}", self.init_direct_feedback(empty),
+                                   self.feedback_is_parameter())
 
     def feedback_is_parameter(self) -> bool:
         """Whether ``D_l`` are parameters (stepped by an optimizer) or buffers; the
@@ -90,8 +86,7 @@ class DFA(Rule):
     def direct_feedback(self, layer: int) -> torch.Tensor:
         """``D_layer`` as used in the backward pass now (mask applied), shape
         ``(N_L, N_layer)``."""
-        return self.masked(self.stored_direct_feedback(layer).detach(),
-                           getattr(self, f"D{layer}_mask"))
+        return self.masked_feedback(f"D{layer}")
 
     def effective_feedback(self, model, layer):
         return None  # D_l maps the output to layer l: no matrix stands in for W_l

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch import nn
 from torch.func import functional_call, jvp
 
 from .base import Rule, layer_forward
@@ -85,7 +86,11 @@ class FGW(Rule):
             out = layer(primal)
             out_tangent = layer_forward(layer, primal, tangent_of[id(layer.weight)],
                                         None if bias is None else tangent_of[id(bias)])
-            if tangent is not None:
+            if tangent is not None and isinstance(layer, nn.Linear) and tangent.dim() == 2:
+                # The input's term accumulated by the matmul itself: no second
+                # (batch, N_out) tensor and no separate addition pass.
+                out_tangent = out_tangent.addmm_(tangent, layer.weight.t())
+            elif tangent is not None:
                 out_tangent = out_tangent + layer_forward(layer, tangent, layer.weight, None)
             return fwAD.make_dual(out, out_tangent)
 

@@ -33,9 +33,10 @@ class FRSF(LayerFeedbackRule):
     def __init__(self, model, cfg, generator=None):
         super().__init__(model, cfg, generator)
         for l in range(1, model.n_layers):
-            weight = model.layers[l].weight
-            self.register_buffer(f"M{l}", self.draw_feedback(torch.empty_like(weight.detach())))
-            self.register_buffer(f"B{l}_mask", self.make_mask(weight))
+            weight = model.layers[l].weight.detach()
+            # The mask is B_l's (it masks |M| ⊙ sign(W)), hence its name.
+            self.register_feedback(f"M{l}", self.draw_feedback(torch.empty_like(weight)),
+                                   learned=False, mask_name=f"B{l}_mask")
         # layer -> (M, mask, their versions, m ⊙ |M|): see magnitudes().
         self._magnitudes: dict[int, tuple] = {}
 
