@@ -20,7 +20,7 @@ from ..config import RunConfig, config_from_query_lenient
 from ..data import DATASETS
 from ..models import MODELS
 from ..rules import RULES
-from ..settings import RULE_DEFAULTABLE, SETTINGS
+from ..settings import APP_SETTINGS, RULE_DEFAULTABLE, SETTINGS
 
 # Query keys Voilà itself reads from the page URL; they are not run settings.
 VOILA_QUERY_KEYS = ("voila-template", "voila-theme", "template", "theme")
@@ -182,12 +182,18 @@ def change_config(config: RunConfig, **changes: Any) -> tuple[RunConfig, str]:
 def config_from_query(query: str | None) -> tuple[RunConfig, str]:
     """The config a page link asks for, and a message when the link is bad.
 
-    Voilà's own keys (``theme``, ``template``) are ignored. A bad link keeps its
-    valid settings and gives a message listing every invalid one; it never raises.
+    Voilà's own keys (``theme``, ``template``) are ignored, and the dashboard's own
+    settings (``seeds``: :func:`.appsettings.app_settings_from_query` reads them) are
+    only checked. A bad link keeps its valid settings and gives a message listing
+    every invalid one; it never raises.
     """
     if not query:
         return RunConfig(), ""
-    config, problems = config_from_query_lenient(query, ignore=VOILA_QUERY_KEYS)
+    from .appsettings import app_settings_from_query
+
+    config, problems = config_from_query_lenient(
+        query, ignore=VOILA_QUERY_KEYS + tuple(APP_SETTINGS))
+    problems += app_settings_from_query(query)[1]
     if not problems:
         return config, ""
     listed = "; ".join(plain_message(ValueError(p)) for p in problems)
