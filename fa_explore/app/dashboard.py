@@ -337,7 +337,7 @@ class Dashboard(widgets.VBox):
             if previous is not None:
                 previous.close(timeout=5.0)
         link_problem = ""
-        app = AppSettings(seeds=seeds or 1)
+        app = AppSettings(seeds=1 if seeds is None else seeds)
         if query:
             config, link_problem = config_from_query(query)
             linked = app_settings_from_query(query)[0]  # its problems are in link_problem

@@ -236,6 +236,9 @@ def test_the_seeds_control_follows_the_link_and_changes_the_session(make_dashboa
     assert dashboard.session.seeds == 5 and "seeds=5" in dashboard.link.query
     field.main.value = 1
     assert "seeds" not in dashboard.link.query
+    assert make_dashboard(seeds=2, close_previous=False).session.seeds == 2
+    with pytest.raises(ValueError, match=r"dashboard\.seeds must be"):
+        make_dashboard(seeds=0, close_previous=False)
     bad = make_dashboard("seeds=40", close_previous=False)
     assert bad.session.seeds == 1 and "seeds must be an integer in [1, 16]" in (
         html_text(bad.status.value))
