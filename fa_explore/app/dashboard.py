@@ -1244,7 +1244,7 @@ class Dashboard(widgets.VBox):
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the run, join the threads and close the widgets. ``timeout`` bounds
         each join (``None``: wait for every thread, as the tests do)."""
-        if self._closed:
+        if getattr(self, "_closed", True):  # closed, or refused in __init__ (nothing runs)
             return
         self._closed = True
         self.session.close(timeout)
