@@ -523,6 +523,18 @@ del S
 SETTINGS: dict[str, Setting] = {name: setting.named(name, group)
                                 for group, table in _TABLE.items()
                                 for name, setting in table.items()}
+
+# Settings of the dashboard itself, not of a run (no RunConfig field, no CLI option):
+# declared like the run's, so their controls, bounds, help and link keys come from here.
+APP_GROUP = "dashboard"
+MAX_SEEDS = 16
+APP_SETTINGS: dict[str, Setting] = {name: setting.named(name, APP_GROUP) for name, setting in {
+    "seeds": Setting(
+        "int", 1, "train this many seeds (seed, seed+1, …) at once and draw every curve as "
+        "their mean with a min–max band; the scatter, regions, landscape, pins and export "
+        "show the first seed's run", minimum=1, maximum=MAX_SEEDS, control="slider",
+        cli=False),
+}.items()}
 GROUPS: tuple[str, ...] = tuple(_TABLE)
 RULE_DEFAULTABLE: tuple[str, ...] = tuple(n for n, s in SETTINGS.items() if s.rule_default)
 
@@ -584,6 +596,14 @@ def settings_markdown() -> str:
                 f"`{s.name}`", s.allowed(), _default_text(s), s.unit or "", _applies_text(s),
                 s.help + (" (changes a running run live)" if s.live else ""))) + " |")
         lines.append("")
+    lines += ["## Dashboard", "",
+              "Settings of the dashboard, not of a run: a control and a key of the link",
+              "(`?seeds=4`), not a `RunConfig` field.", "",
+              "| setting | allowed | default | meaning |", "|---|---|---|---|"]
+    for s in APP_SETTINGS.values():
+        lines.append("| " + " | ".join(_cell(t) for t in (
+            f"`{s.name}`", s.allowed(), _default_text(s), s.help)) + " |")
+    lines.append("")
     lines += ["## Rule options", "",
               "Set with `rule_options={...}` in Python, `--rule-option key=value` on the",
               "command line.", "",

@@ -20,7 +20,7 @@ from ..config import RunConfig, config_from_query_lenient
 from ..data import DATASETS
 from ..models import MODELS
 from ..rules import RULES
-from ..settings import RULE_DEFAULTABLE, SETTINGS
+from ..settings import APP_SETTINGS, RULE_DEFAULTABLE, SETTINGS
 
 # Query keys Voilà itself reads from the page URL (voila/handler.py: ``template``,
 # ``theme``; older Voilà and its JupyterLab preview: ``voila-``...); not run settings.
@@ -188,13 +188,18 @@ def config_from_query(query: str | None) -> tuple[RunConfig, str]:
     """The config a page link asks for, and a message when the link is bad.
 
     Voilà's own keys (``theme``, ``template``) and credentials (``token``) are
-    ignored. A bad link keeps its valid settings and gives a message listing every
-    invalid one; it never raises.
+    ignored, and the dashboard's own settings (``seeds``:
+    :func:`.appsettings.app_settings_from_query` reads them) are only checked. A bad
+    link keeps its valid settings and gives a message listing every invalid one; it
+    never raises.
     """
     if not query:
         return RunConfig(), ""
+    from .appsettings import app_settings_from_query
+
     config, problems = config_from_query_lenient(
-        query, ignore=VOILA_QUERY_KEYS + CREDENTIAL_QUERY_KEYS)
+        query, ignore=VOILA_QUERY_KEYS + CREDENTIAL_QUERY_KEYS + tuple(APP_SETTINGS))
+    problems += app_settings_from_query(query)[1]
     if not problems:
         return config, ""
     listed = "; ".join(plain_message(ValueError(p)) for p in problems)

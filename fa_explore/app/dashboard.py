@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import ipywidgets as widgets
@@ -32,9 +32,11 @@ import plotly.graph_objects as go
 from ..config import RunConfig
 from ..data import DATASETS
 from ..rules import RULES
-from ..settings import GROUPS, SETTINGS, in_group, rule_option_settings
+from ..settings import APP_SETTINGS, GROUPS, SETTINGS, in_group, rule_option_settings
 from . import views
 from .analyse_panel import AnalysePanel
+from .appsettings import AppSettings, app_settings_from_query, join_query
+from .bands import appendable, last_step, seed_bands
 from .controls import (
     RULE_DEFAULT_FIELDS,
     UNCOMPARED_FIELDS,
@@ -304,9 +306,13 @@ class Panel:
         self.box.add_class("fx-panel")
         self.box.add_class(f"fx-panel-{name}")
         self.title = self.shown_title = PANEL_TITLES[name]
-        # What was last sent: a key of the whole figure, rows sent, when.
+        # What was last sent: a key of the whole figure, rows sent, when; for an
+        # ensemble's band, the rows of each member, the last step and the traces.
         self.key: Any = None
         self.rows = 0
+        self.counts: tuple[int, ...] = ()
+        self.frontier = -math.inf
+        self.band_traces: dict[int, tuple[str, str]] = {}
         self.sent_at = -math.inf
         self.stale: bool | None = None
         self.caption_text = ""
@@ -339,7 +345,8 @@ class Dashboard(widgets.VBox):
     Torch's CPU threads follow the run's ``threads`` setting (the thread policy,
     :mod:`fa_explore.threads`); the progress line shows the choice.
     ``sweep_options`` go to the Sweep tab's :class:`~.sweep_state.SweepSession`
-    (e.g. ``cache_dir``).
+    (e.g. ``cache_dir``). ``seeds`` (or ``?seeds=4`` in the link) trains that many
+    seeds at once: every curve is then their mean with a min–max band.
     """
 
     _previous: ClassVar[weakref.ref | None] = None
@@ -347,20 +354,25 @@ class Dashboard(widgets.VBox):
     def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
                  landscape_interval: float | None = 3.0, warm_up: bool = True,
                  clock: Callable[[], float] = time.monotonic, close_previous: bool = True,
-                 sweep_options: dict[str, Any] | None = None):
+                 sweep_options: dict[str, Any] | None = None, seeds: int | None = None):
         if close_previous:
             previous = Dashboard._previous() if Dashboard._previous else None
             if previous is not None:
                 previous.close(timeout=5.0)
         link_problem = ""
+        app = AppSettings(seeds=1 if seeds is None else seeds)
         if query:
             config, link_problem = config_from_query(query)
+            linked = app_settings_from_query(query)[0]  # its problems are in link_problem
+            if linked != AppSettings():
+                app = linked
         self._ui = threading.RLock()
         self._local = threading.local()
         self._clock = clock
         self.session = TrainingSession(
             config or RunConfig(), on_status=self._on_status, on_snapshot=self._on_snapshot,
-            on_landscape=self._on_landscape, landscape_interval=landscape_interval)
+            on_landscape=self._on_landscape, landscape_interval=landscape_interval,
+            seeds=app.seeds)
         self._render_wanted = threading.Event()
         self._closing = threading.Event()
         self._closed = False
@@ -430,6 +442,13 @@ class Dashboard(widgets.VBox):
                 field.main.tooltip = field.tooltip
                 field.on_error = self._on_field_error
                 self.fields[name] = field
+        # The dashboard's own settings (seeds): fields from the same declarations.
+        self.app_fields: dict[str, Field] = {}
+        for name, setting in APP_SETTINGS.items():
+            field = make_field(setting, self._on_field, lambda: self._syncing)
+            field.main.tooltip = field.tooltip
+            field.on_error = self._on_field_error
+            self.app_fields[name] = field
         self.option_fields: dict[str, Field] = {}
         self.options_box = widgets.VBox([])
         self.options_box.add_class("fx-rule-options")
@@ -541,6 +560,8 @@ class Dashboard(widgets.VBox):
             if group == "optimisation":
                 children.append(widgets.HBox([self.rule_defaults, self.defaults_hint],
                                              layout=widgets.Layout(align_items="center")))
+            if group == "run":
+                children += [f.box for f in self.app_fields.values()]
             if more:
                 accordion = widgets.Accordion(children=[widgets.VBox(more)],
                                               titles=(f"more {SECTION_TITLES[group].lower()} "
@@ -622,10 +643,16 @@ class Dashboard(widgets.VBox):
             self.defaults_hint.value = html.escape(
                 f"{rule.name}'s defaults" if not chosen else "set: " + ", ".join(chosen))
             self.rule_defaults.disabled = not chosen
-            self.link.query = cfg.to_query()
+            app = self._app_settings()
+            for field in self.app_fields.values():
+                field.show(app)
+            self.link.query = join_query(cfg.to_query(), app.to_query())
             self.tips.tips = self._tooltips()
         self._sync_layer_choices()
         self._sync_plot_grid()
+
+    def _app_settings(self) -> AppSettings:
+        return AppSettings(seeds=self.session.seeds)
 
     def _sync_rule_options(self, cfg: RunConfig) -> None:
         declared = rule_option_settings(RULES[cfg.rule])
@@ -648,7 +675,8 @@ class Dashboard(widgets.VBox):
 
     def _tooltips(self) -> dict[str, str]:
         tips = {}
-        for field in [*self.fields.values(), *self.option_fields.values()]:
+        for field in [*self.fields.values(), *self.app_fields.values(),
+                      *self.option_fields.values()]:
             tips[field.css] = field.main.tooltip or field.tooltip
         tips["fx-depth"] = "Number of hidden layers (0: a linear classifier)"
         tips["fx-width"] = "Units in every hidden layer"
@@ -750,7 +778,8 @@ class Dashboard(widgets.VBox):
                     left = ""
                 threads = (f' · <span class="fx-threads">{html.escape(progress.threads)}</span>'
                            if progress.threads else "")
-                text = (f"step {progress.step:,} / {progress.total_steps:,} · "
+                seeds = f" (all {progress.seeds} seeds)" if progress.seeds > 1 else ""
+                text = (f"step {progress.step:,} / {progress.total_steps:,}{seeds} · "
                         f"{format_seconds(progress.elapsed)}{left}{threads}")
             else:
                 self.progress.value = 0
@@ -863,19 +892,32 @@ class Dashboard(widgets.VBox):
         n_layers = view.run.model.n_layers if view is not None else self._n_layers(config)
 
         # Curves and alignment: whole figures at a new run, new pins or the end; in
-        # between only the new points.
+        # between only the new points. An ensemble of seeds draws the mean and band.
         weight_title = views.DIRECT_ANGLE_TITLE if direct else views.WEIGHT_ANGLE_TITLE
-        self._draw_lines(
-            "curves", (generation, pins_key, final), view, n_rows,
-            lambda: views.curves_figure(view.history if view else None, pinned),
-            {i: c for i, c in enumerate(views.CURVE_COLUMNS)}, caption, stale, problem)
         columns = [f"weight_angle/{l}" for l in range(1, n_layers + 1)] + [
             f"grad_angle/{l}" for l in range(1, n_layers + 1)]
-        self._draw_lines(
-            "alignment", (generation, pins_key, final, n_layers, weight_title), view, n_rows,
-            lambda: views.alignment_figure(view.history if view else None, n_layers, pinned,
-                                           weight_title=weight_title),
-            dict(enumerate(columns)), caption, stale, problem)
+        if view is not None and view.seeds > 1 and view.member_rows:
+            self._draw_band_lines(
+                "curves", (generation, pins_key, final), view,
+                lambda bands: views.curves_figure(view.history, pinned, bands=bands),
+                views.CURVE_COLUMNS, caption, stale, problem)
+            self._draw_band_lines(
+                "alignment", (generation, pins_key, final, n_layers, weight_title), view,
+                lambda bands: views.alignment_figure(view.history, n_layers, pinned,
+                                                     weight_title=weight_title, bands=bands),
+                columns, caption, stale, problem)
+            caption += f" · first of {view.seeds} seeds"  # the other panels show one run
+        else:
+            self._draw_lines(
+                "curves", (generation, pins_key, final), view, n_rows,
+                lambda: views.curves_figure(view.history if view else None, pinned),
+                {i: c for i, c in enumerate(views.CURVE_COLUMNS)}, caption, stale, problem)
+            self._draw_lines(
+                "alignment", (generation, pins_key, final, n_layers, weight_title), view,
+                n_rows,
+                lambda: views.alignment_figure(view.history if view else None, n_layers,
+                                               pinned, weight_title=weight_title),
+                dict(enumerate(columns)), caption, stale, problem)
 
         # Weights, decision regions: whole figures, every few seconds while training.
         layer = min(max(1, self.layer.value or 1), n_layers)
@@ -935,6 +977,44 @@ class Dashboard(widgets.VBox):
         with self._writing():
             panel.plot.extend(points)
         panel.rows = n_rows
+
+    def _draw_band_lines(self, name: str, key: Any, view: RunView,
+                         build: Callable[[Any], go.Figure], columns: Sequence[str],
+                         caption: str, stale: bool, problem: str) -> None:
+        """Like :meth:`_draw_lines` for an ensemble: the live traces are the mean over
+        seeds, each with a band (two traces, found by their ``meta``). New points are
+        appended when every new row lies after what is drawn (a batched ensemble);
+        otherwise (seeds trained one after another) the figure is drawn again."""
+        panel = self.panels[name]
+        members = view.member_rows
+        counts = tuple(len(rows) for rows in members)
+        caption = f"{caption} · {seed_bands(members, ()).caption}"
+        if key != panel.key or panel.plot.needs_full or not appendable(
+                members, panel.counts, panel.frontier):
+            figure = build(seed_bands(members, columns))
+            # Which trace draws what: live means first, then each band's two edges.
+            panel.band_traces = {i: (c, "mean") for i, c in enumerate(columns)}
+            panel.band_traces.update({i: tuple(t.meta.split(":")) for i, t in
+                                      enumerate(figure.data) if ":" in str(t.meta or "")})
+            self._send_figure(panel, figure, caption, stale, problem)
+            panel.key, panel.counts, panel.frontier = key, counts, last_step(members)
+            return
+        with self._writing():
+            panel.set_caption(panel.shown_title, caption, stale, problem)
+        if counts == panel.counts:
+            return
+        if panel.plot.busy:
+            self._retry = True  # the page is still drawing the last update: come back
+            return
+        bands = seed_bands(members, columns, after=panel.frontier)
+        points = {}
+        for index, (column, part) in panel.band_traces.items():
+            band = bands[column]
+            points[index] = (band.steps, {"mean": band.mean, "low": band.low,
+                                          "high": band.high}[part])
+        with self._writing():
+            panel.plot.extend(points)
+        panel.counts, panel.frontier = counts, last_step(members)
 
     def _draw_paced(self, name: str, key: Any, now: float, interval: float,
                     build: Callable[[], go.Figure], caption: str, stale: bool,
@@ -1028,7 +1108,8 @@ class Dashboard(widgets.VBox):
 
     def _on_typed(self, css: str, text: str) -> None:
         """A number typed into a slider's readout (before the slider clamps it)."""
-        for field in [*self.fields.values(), *self.option_fields.values()]:
+        for field in [*self.fields.values(), *self.app_fields.values(),
+                      *self.option_fields.values()]:
             if field.css == css and hasattr(field, "take_typed"):
                 field.take_typed(text)
 
@@ -1039,6 +1120,9 @@ class Dashboard(widgets.VBox):
 
     def _on_field(self, field: Field, value: Any, note: str) -> None:
         def apply() -> None:
+            if field.name in APP_SETTINGS and field.option_of is None:
+                self._apply_seeds(value, note)
+                return
             changes = field.changes(value, self.session.config)
             self._apply_changes(changes, field.setting.label, note)
 
@@ -1060,8 +1144,20 @@ class Dashboard(widgets.VBox):
                 f"{what} changed live: the run goes on with it from the next step.")
         stopped = (f"{what} changed: the run was stopped; press Train to start a new one."
                    if outcome == "stopped" else "")
-        notes = [n for n in (note, rule_note, live, stopped) if n]
+        restarted = (f"{what} changed: the seeds train as one batched model without "
+                     "optimizers to change live, so the run started again with it."
+                     if outcome == "restarted" else "")
+        notes = [n for n in (note, rule_note, live, stopped, restarted) if n]
         self._set_notice(" ".join(notes), problem=bool(note))
+        self._show_status()
+
+    def _apply_seeds(self, seeds: int, note: str = "") -> None:
+        outcome = self.session.set_seeds(seeds)
+        self._sync_controls()
+        self._request_render()
+        stopped = ("seeds changed: the run was stopped; press Train to start a new one."
+                   if outcome == "stopped" else "")
+        self._set_notice(" ".join(n for n in (note, stopped) if n), problem=bool(note))
         self._show_status()
 
     def _on_rule_defaults(self, _button) -> None:
@@ -1167,7 +1263,7 @@ class Dashboard(widgets.VBox):
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the run, join the threads and close the widgets. ``timeout`` bounds
         each join (``None``: wait for every thread, as the tests do)."""
-        if self._closed:
+        if getattr(self, "_closed", True):  # closed, or refused in __init__ (nothing runs)
             return
         self._closed = True
         self.session.close(timeout)

@@ -8,7 +8,9 @@ choices of a few dropdowns come from elsewhere (the rules, datasets, models and
 devices registered; :func:`fa_explore.app.controls.dropdown_choices`), and the
 hidden widths are a depth slider and a width box.
 
-A field shows a config (:meth:`Field.show`), turns what the user did into config
+A dashboard setting (:data:`fa_explore.settings.APP_SETTINGS`) gets its field the
+same way and shows an :class:`~fa_explore.app.appsettings.AppSettings` instead of a
+config. A field shows a config (:meth:`Field.show`), turns what the user did into config
 changes (``on_change(changes, what)``), and says when it had to clamp a value to
 the setting's hard bounds (the note goes to the status line).
 """
@@ -24,6 +26,7 @@ import ipywidgets as widgets
 
 from ..config import RunConfig
 from ..settings import Setting
+from .appsettings import AppSettings
 from .controls import (
     DEFAULT_CHOICE,
     clamp_to_bounds,
@@ -99,12 +102,14 @@ class Field:
     def _row(self) -> list[widgets.Widget]:
         return [self.main]
 
-    def value_of(self, config: RunConfig) -> Any:
+    def value_of(self, config: RunConfig | AppSettings) -> Any:
         if self.option_of:
             return config.rule_option(self.name)
+        if isinstance(config, AppSettings):  # a dashboard setting: no rule defaults
+            return getattr(config, self.name)
         return shown_value(config, self.name)
 
-    def raw_of(self, config: RunConfig) -> Any:
+    def raw_of(self, config: RunConfig | AppSettings) -> Any:
         """The config's own value (None where it means a default)."""
         if self.option_of:
             return config.rule_options.get(self.name)

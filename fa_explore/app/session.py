@@ -6,6 +6,11 @@ threads: one training worker per run (``fa_explore.train_iter``), one landscape
 thread per run that recomputes the loss surface on the trajectory's PCA plane
 every few seconds and once at the end, and a background warm-up.
 
+With ``seeds`` > 1 the worker trains an ensemble (:func:`seed_configs`: seed,
+seed+1, … on the same data) with :func:`fa_explore.train_many_iter`; member 0 is
+"the run" of the view (scatter, regions, landscape, pins, export), and the view
+also holds every member's rows for the curves' mean and band.
+
 Consumers never read a run's growing lists: at every evaluation the worker
 publishes a :class:`RunView`, an immutable snapshot (a tuple of history rows, the
 run's status, step and the settings it runs with), and readers take
@@ -41,7 +46,8 @@ import torch
 
 from ..config import RunConfig, field_names
 from ..data import DATASETS, Dataset, dataset_from_config, dataset_options
-from ..settings import MAX_PARAMETERS, SETTINGS
+from ..ensemble import train_many_iter
+from ..settings import APP_SETTINGS, MAX_PARAMETERS, MAX_SEED, SETTINGS
 from ..threads import describe
 from ..training import Run, Snapshot, train_iter
 from .controls import dataset_available, difference_labels, format_value, plain_message
@@ -110,6 +116,10 @@ class RunView:
     live_changes: tuple[LiveChange, ...] = ()
     source: str = "trained"  # or "loaded" (uploaded)
     message: str = ""
+    # An ensemble of seeds: how many, and each member's rows (member 0's are ``rows``).
+    seeds: int = 1
+    member_rows: tuple[tuple[dict[str, Any], ...], ...] = ()
+    member_status: tuple[str, ...] = ()  # "waiting" for a member not started yet
 
     @property
     def config(self) -> RunConfig:
@@ -147,10 +157,13 @@ class PinnedEntry:
 
 @dataclass(frozen=True)
 class Progress:
+    """Steps done of all steps; with ``seeds`` > 1 the steps of every seed, summed."""
+
     step: int
     total_steps: int
     elapsed: float  # seconds of training, pauses excluded
     threads: str = ""  # the thread policy's choice for the run, in words
+    seeds: int = 1
 
     @property
     def fraction(self) -> float:
@@ -211,6 +224,37 @@ def divergence_text(view: RunView) -> str:
     return f"at step {step:,}: the training loss became infinite or NaN. {hint}"
 
 
+def seed_configs(cfg: RunConfig, seeds: int) -> list[RunConfig]:
+    """The configs of an ensemble of ``seeds`` seeds: ``cfg`` itself, then ``cfg``
+    with seed+1, seed+2, …, each on ``cfg``'s data (its data seed fixed at ``cfg``'s),
+    so that the band shows what the seed of the model, feedback and batch order
+    changes. ``ValueError`` when a seed would pass the largest allowed."""
+    seeds = APP_SETTINGS["seeds"].coerce(seeds, where="dashboard")
+    if seeds == 1:
+        return [cfg]
+    if cfg.seed + seeds - 1 > MAX_SEED:
+        raise ValueError(f"{seeds} seeds from seed {cfg.seed:,} go past the largest seed "
+                         f"({MAX_SEED:,}): lower the seed or the number of seeds")
+    data_seed = cfg.seed if cfg.data_seed is None else cfg.data_seed
+    return [cfg] + [cfg.replace(seed=cfg.seed + k, data_seed=data_seed)
+                    for k in range(1, seeds)]
+
+
+def seeds_text(view: RunView) -> str:
+    """What the status line adds about an ensemble's seeds (empty for one run): the
+    mean final test accuracy and how many seeds diverged."""
+    if view.seeds <= 1 or not view.member_rows:
+        return ""
+    finals = [rows[-1] for rows in view.member_rows if rows]
+    accs = [r["test_acc"] for r in finals if _finite(r.get("test_acc"))]
+    text = f" (seed {view.config.seed:,}"
+    if accs:
+        text += f"; mean of {view.seeds} seeds {sum(accs) / len(accs):.1%}"
+    text += ")"
+    diverged = view.member_status.count("diverged")
+    return text + (f"; {diverged} of {view.seeds} seeds diverged" if diverged else "")
+
+
 def warm_up_config(cfg: RunConfig) -> RunConfig | None:
     """A small version of ``cfg`` for the warm-up: same rule, data and optimizer,
     at most two hidden layers of :data:`WARM_UP_WIDTH` (and one convolution), so
@@ -252,8 +296,11 @@ class TrainingSession:
                  on_snapshot: SnapshotListener | None = None,
                  on_landscape: LandscapeListener | None = None,
                  landscape_interval: float | None = 3.0, landscape_first: float = 0.5,
-                 landscape_batch: int = 256, landscape_resolution: int = 25):
+                 landscape_batch: int = 256, landscape_resolution: int = 25,
+                 seeds: int = 1):
         self.config = config or RunConfig()
+        # How many seeds Train trains (a dashboard setting: APP_SETTINGS["seeds"]).
+        self.seeds = APP_SETTINGS["seeds"].coerce(seeds, where="dashboard")
         self.status = "ready"
         self.message = "pick a rule and press Train"
         self.warning = ""  # e.g. accuracy back at chance; shown beside the status
@@ -288,6 +335,7 @@ class TrainingSession:
         self._ended_at: float | None = None
         self._step, self._total_steps = 0, 0
         self._steps_taken = 0
+        self._run_seeds = 1  # seeds of the run going (live changes need one run)
 
     # ------------------------------------------------------------------ state
     @property
@@ -316,7 +364,8 @@ class TrainingSession:
     def matches_controls(self) -> bool:
         """Whether the shown run is what the current settings would train."""
         view = self.view
-        return view is not None and view.request == self.config
+        return view is not None and view.request == self.config and (
+            view.seeds == self.seeds or view.source == "loaded")
 
     def threads(self) -> list[threading.Thread]:
         """This session's threads that are still alive."""
@@ -330,7 +379,7 @@ class TrainingSession:
         view = self.view
         threads = view.run.threads if view is not None else None
         return Progress(self._step, self._total_steps, elapsed,
-                        describe(*threads) if threads else "")
+                        describe(*threads) if threads else "", self._run_seeds)
 
     def _hook(self, name: str) -> None:
         hook = self.hooks.get(name)
@@ -341,7 +390,9 @@ class TrainingSession:
         """Use a new config. A run going now takes a change of live settings only
         (learning rate, momentum, weight decay: applied between two steps) and
         returns ``"live"``; any other change stops it (``"stopped"``: it no longer
-        matches the controls). ``""``: nothing was going."""
+        matches the controls). An ensemble of seeds has no optimizer to change live:
+        it starts again with the new settings (``"restarted"``). ``""``: nothing was
+        going."""
         with self._lock:
             old = self.config
             if config == old:
@@ -350,13 +401,30 @@ class TrainingSession:
             if not self.active:
                 return ""
             changed = [n for n in field_names() if getattr(config, n) != getattr(old, n)]
-            if all(n in LIVE_SETTINGS for n in changed):
+            restart = self._run_seeds > 1 and all(n in LIVE_SETTINGS for n in changed)
+            if all(n in LIVE_SETTINGS for n in changed) and not restart:
                 for name in changed:
                     self._live_pending[name] = config.resolve_field(name)
                 self._request = config
                 if self.view is not None and self.view.generation == self.generation:
                     self.view = replace(self.view, request=config)
                 return "live"
+        if restart:
+            self.start()
+            return "restarted"
+        self.stop(f"stopped: {reason}. Press Train to start a new run.")
+        return "stopped"
+
+    def set_seeds(self, seeds: int, reason: str = "seeds changed") -> str:
+        """Train ``seeds`` seeds from the next Train on (1–16; ``ValueError`` naming
+        the setting otherwise). A run going stops (``"stopped"``); ``""`` otherwise."""
+        seeds = APP_SETTINGS["seeds"].coerce(seeds, where="dashboard")
+        with self._lock:
+            if seeds == self.seeds:
+                return ""
+            self.seeds = seeds
+            if not self.active:
+                return ""
         self.stop(f"stopped: {reason}. Press Train to start a new run.")
         return "stopped"
 
@@ -386,11 +454,13 @@ class TrainingSession:
             self._step, self._total_steps, self._steps_taken = 0, 0, 0
             self._started_at, self._paused_total, self._waiting_since = 0.0, 0.0, None
             self._ended_at = None
+            self._run_seeds = self.seeds
             self.warning = ""
             self._set_status(generation, "starting", "loading data and building the model")
             worker = threading.Thread(
                 target=self._work,
-                args=(generation, self.config, stop_event, resume_event, previous),
+                args=(generation, self.config, stop_event, resume_event, previous,
+                      self.seeds),
                 name=f"fx-train-{generation}", daemon=True)
             self._worker = worker
             self._threads.append(worker)
@@ -602,6 +672,7 @@ class TrainingSession:
             self._step, self._total_steps = view.step, run.total_steps
             self._started_at, self._paused_total, self._waiting_since = 0.0, 0.0, None
             self._ended_at = None
+            self._run_seeds = 1
             self.warning = chance_warning(rows, view.n_classes)
             acc = last.get("test_acc")
             text = f"{shown}: {run.config.rule} on {run.config.dataset}, {run.status}"
@@ -772,8 +843,30 @@ class TrainingSession:
                     self.view = replace(self.view, live_changes=tuple(self._live_changes))
                 self._emit(self.on_status, self)
 
+    def _stream(self, cfg: RunConfig, data: Dataset, seeds: int,
+                should_stop: Callable[[], bool]):
+        """``(member 0's snapshot, every member's snapshot or None)`` after each
+        evaluation: of ``train_iter``, or for ``seeds`` > 1 of ``train_many_iter``
+        (closing it closes the training generator)."""
+        if seeds == 1:
+            inner = train_iter(cfg, data, should_stop=should_stop)
+            try:
+                for snapshot in inner:
+                    yield snapshot, (snapshot,)
+            finally:
+                inner.close()
+            return
+        inner = train_many_iter(seed_configs(cfg, seeds), data, should_stop=should_stop)
+        try:
+            for latest in inner:
+                if latest[0] is not None:  # member 0 always starts first
+                    yield latest[0], tuple(latest)
+        finally:
+            inner.close()
+
     def _work(self, generation: int, cfg: RunConfig, stop_event: threading.Event,
-              resume_event: threading.Event, previous: threading.Thread | None) -> None:
+              resume_event: threading.Event, previous: threading.Thread | None,
+              seeds: int = 1) -> None:
         snapshots = None
         landscape_done = threading.Event()
         run = None
@@ -791,10 +884,17 @@ class TrainingSession:
             self._hook("loaded")
             if stop_event.is_set():
                 return
-            snapshots = train_iter(cfg, data, should_stop=lambda: self._between_steps(
+            snapshots = self._stream(cfg, data, seeds, lambda: self._between_steps(
                 generation, stop_event, resume_event))
-            for snapshot in snapshots:
-                rows = tuple(snapshot.run.rows)  # copied here, where rows are appended
+            member_rows: tuple[tuple[dict[str, Any], ...], ...] = ((),) * seeds
+            for snapshot, members in snapshots:
+                # Copied here, where rows are appended (only members with new rows).
+                member_rows = tuple(
+                    () if m is None else old if len(old) == len(m.run.rows) else tuple(
+                        m.run.rows) for m, old in zip(members, member_rows, strict=True))
+                rows = member_rows[0]
+                going = any(m is None or m.status == "running" for m in members)
+                status = "running" if going else snapshot.status
                 with self._lock:
                     if generation != self.generation or stop_event.is_set():
                         break
@@ -805,16 +905,25 @@ class TrainingSession:
                         self._live_values = {n: getattr(run.config, n) for n in LIVE_SETTINGS}
                         self._set_status(generation, "running", "training")
                         self._start_landscape(generation, run, data, landscape_done)
-                    self._step, self._total_steps = snapshot.step, snapshot.total_steps
+                    # Steps of every member (they all have member 0's total).
+                    self._step = sum(m.step for m in members if m is not None)
+                    self._total_steps = snapshot.total_steps * seeds
                     self.view = RunView(generation, run, self._request or cfg, rows,
-                                        snapshot.status, snapshot.step, snapshot.total_steps,
-                                        tuple(self._live_changes), message=run.message)
+                                        status, snapshot.step, snapshot.total_steps,
+                                        tuple(self._live_changes), message=run.message,
+                                        seeds=seeds,
+                                        member_rows=member_rows if seeds > 1 else (),
+                                        member_status=tuple(
+                                            "waiting" if m is None else m.status
+                                            for m in members) if seeds > 1 else ())
                     self.warning = chance_warning(rows, self.view.n_classes)
-                    if self._step_pending and snapshot.status == "running":
+                    if self._step_pending and status == "running":
                         self._step_pending = False
                         resume_event.clear()
+                        now = next((m.step for m in members if m is not None and m.row),
+                                   snapshot.step)
                         self._set_status(generation, "paused",
-                                         f"paused at step {snapshot.step:,}: Step goes one "
+                                         f"paused at step {now:,}: Step goes one "
                                          "evaluation further, Resume goes on")
                     self._emit(self.on_snapshot, self, snapshot)
                 self._hook("snapshot")
@@ -853,14 +962,15 @@ class TrainingSession:
         if run is None or stop_event.is_set() or run.status in ("stopped", "running"):
             return "stopped", self._stop_reason or "stopped"
         view = self.view
+        seeds = "" if view is None else seeds_text(view)
         if run.status == "finished":
             acc = view.final.get("test_acc", math.nan) if view else math.nan
             what = (run.message if run.stop_reason == "target" else
                     f"{run.total_steps:,} steps")
             return "finished", (f"{what} in {format_seconds(self.progress().elapsed)}: test "
-                                f"accuracy {acc:.1%}")
+                                f"accuracy {acc:.1%}{seeds}")
         if run.status == "diverged" and view is not None:
-            return "diverged", divergence_text(view)
+            return "diverged", divergence_text(view) + seeds
         return "error", run.message or f"the run ended with status {run.status}"
 
     # -------------------------------------------------------------- landscape
@@ -929,4 +1039,4 @@ def _saved(view: RunView) -> Run:
 
 __all__ = ["ACTIVE", "STATUSES", "LiveChange", "PinnedEntry", "Progress", "RunView",
            "TrainingSession", "chance_warning", "divergence_text", "format_seconds",
-           "warm_up_config"]
+           "seed_configs", "seeds_text", "warm_up_config"]

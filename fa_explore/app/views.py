@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from ..analysis.landscape import DecisionGrid, LossSurface, TrajectoryPCA
 from ..metrics import angle_between
+from .bands import SeedBand, SeedBands
 
 TEMPLATE = "plotly_white"
 HEIGHT = 330
@@ -174,17 +175,54 @@ def _two_panels(fig: go.Figure) -> None:
     fig.layout.xaxis2.matches = "x"
 
 
+def _translucent(color: str, alpha: float) -> str:
+    """``color`` (``#rrggbb`` or ``rgb(r, g, b)``) as ``rgba`` with ``alpha``."""
+    if color.startswith("#"):
+        r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    else:
+        r, g, b = (round(float(v)) for v in color[color.index("(") + 1:-1].split(",")[:3])
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+BAND_ALPHA = 0.13
+
+
+def _add_band(fig: go.Figure, band: SeedBand, column: str, color: str, legend: str | None,
+              row: int, col: int) -> None:
+    """Two traces: the band's lower edge, then its upper edge filled down to it
+    (both grow by appended points; ``meta`` is ``column:low`` / ``column:high``)."""
+    common = dict(mode="lines", line=dict(width=0, color=color), hoverinfo="skip", zorder=0)
+    fig.add_trace(go.Scatter(x=band.steps, y=band.low, meta=f"{column}:low", showlegend=False,
+                             legendgroup="band", name="min", **common), row=row, col=col)
+    fig.add_trace(go.Scatter(x=band.steps, y=band.high, meta=f"{column}:high", fill="tonexty",
+                             fillcolor=_translucent(color, BAND_ALPHA), legendgroup="band",
+                             name=legend or "max", showlegend=legend is not None, **common),
+                  row=row, col=col)
+
+
+def _live_series(history: pd.DataFrame | None, bands: SeedBands | None,
+                 column: str) -> tuple[np.ndarray, np.ndarray]:
+    """The live line: the run's own values, or with ``bands`` the mean over seeds."""
+    if bands is None:
+        return _series(history, column)
+    band = bands[column]
+    return band.steps, band.mean
+
+
 # ------------------------------------------------------------------- curves
 CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
 
 
 def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = (),
-                  *, uirevision: str = "fx-curves") -> go.Figure:
+                  *, bands: SeedBands | None = None,
+                  uirevision: str = "fx-curves") -> go.Figure:
     """Loss and accuracy (train dotted, test solid) over training steps.
 
     Traces: the live run's ``train_loss, test_loss, train_acc, test_acc`` (black,
     drawn on top), then the same four per pinned run, each in its own colour and
-    labelled by ``PinnedRun.label``.
+    labelled by ``PinnedRun.label``. With ``bands`` (an ensemble of seeds) the live
+    lines are the mean over seeds, and a min–max band per column follows the pinned
+    runs' traces (``low``, ``high`` each: :func:`_add_band`).
     """
     pinned = _check_pinned(pinned)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (cross-entropy)", "Accuracy"),
@@ -195,7 +233,7 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
         live = index == 0
         for column in CURVE_COLUMNS:
             split, metric = column.split("_")
-            x, y = _series(frame, column)
+            x, y = _live_series(frame, bands, column) if live else _series(frame, column)
             value = "%{y:.1%}" if metric == "acc" else "%{y:.3f}"
             fig.add_trace(go.Scatter(
                 x=x, y=y, mode="lines", meta=column,
@@ -208,13 +246,19 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
                 hovertemplate=f"{split} {'accuracy' if metric == 'acc' else 'loss'} "
                               f"{value}<br>step %{{x}}<extra>{label}</extra>"),
                 row=1, col=1 if metric == "loss" else 2)
+    if bands is not None:
+        for column in CURVE_COLUMNS:
+            _add_band(fig, bands[column], column, LIVE_COLOR,
+                      bands.caption if column == "test_loss" else None, 1,
+                      1 if column.endswith("loss") else 2)
     _two_panels(fig)
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
     # No title on the accuracy axis: the subplot title says it, and a title there
     # would crowd the tick labels of a narrow panel.
     fig.update_yaxes(range=[0, 1.04], tickformat=".0%", row=1, col=2)
     _style(fig, "Training curves", uirevision)
-    if history is None or not len(_series(history, "train_loss")[0]) and not pinned:
+    if (history is None or not len(_live_series(history, bands, "train_loss")[0])) and (
+            not pinned):
         _note(fig, "Press Train: loss and accuracy appear here as the run learns.",
               xref="paper", yref="paper")
     return fig
@@ -223,7 +267,7 @@ def curves_figure(history: pd.DataFrame | None, pinned: Sequence[PinnedRun] = ()
 # ---------------------------------------------------------------- alignment
 def alignment_figure(history: pd.DataFrame | None, n_layers: int,
                      pinned: Sequence[PinnedRun] = (), *,
-                     weight_title: str = WEIGHT_ANGLE_TITLE,
+                     weight_title: str = WEIGHT_ANGLE_TITLE, bands: SeedBands | None = None,
                      uirevision: str = "fx-alignment") -> go.Figure:
     """Per-layer weight angle ∠(W, B) (or, for direct feedback, ∠(D, ∂y/∂h):
     ``weight_title``) and gradient angle ∠(rule's update, true gradient), in
@@ -235,7 +279,9 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
     its colour from the curves figure) and the line style the layers: the live run's
     legend entries ("layer 1" solid, "layer 2" dashed, ...) are the key. NaN columns
     give empty traces; when every weight angle is NaN a note says the rule has no
-    feedback matrix.
+    feedback matrix. With ``bands`` (an ensemble of seeds) the live lines are the mean
+    over seeds and a min–max band per line, in its colour, follows every other trace
+    (``weight_angle/1..L`` then ``grad_angle/1..L``, ``low`` and ``high`` each).
     """
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
         raise ValueError(f"n_layers must be an integer >= 1; got {n_layers!r}")
@@ -251,7 +297,7 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
         for col, kind in ((1, "weight_angle"), (2, "grad_angle")):
             for layer in range(1, n_layers + 1):
                 column = f"{kind}/{layer}"
-                x, y = _series(frame, column)
+                x, y = _live_series(frame, bands, column) if live else _series(frame, column)
                 dash = LAYER_DASHES[(layer - 1) % len(LAYER_DASHES)] if compare else "solid"
                 color = run_color if compare else colors[layer - 1]
                 fig.add_trace(go.Scatter(
@@ -265,6 +311,12 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
                     hovertemplate=f"layer {layer}: %{{y:.1f}}°<br>step %{{x}}"
                                   f"<extra>{label}</extra>"),
                     row=1, col=col)
+    if bands is not None:
+        for col, kind in ((1, "weight_angle"), (2, "grad_angle")):
+            for layer in range(1, n_layers + 1):
+                _add_band(fig, bands[f"{kind}/{layer}"], f"{kind}/{layer}",
+                          LIVE_COLOR if compare else colors[layer - 1],
+                          bands.caption if col == 2 and layer == 1 else None, 1, col)
     for col in (1, 2):
         # 90° is what two unrelated random directions give: no alignment.
         fig.add_hline(y=90, line=dict(color="#9ca3af", width=1, dash="dot"), row=1, col=col)
@@ -275,7 +327,7 @@ def alignment_figure(history: pd.DataFrame | None, n_layers: int,
     fig.update_yaxes(title_text="angle", row=1, col=1)
     _style(fig, "Alignment per layer", uirevision)
     has_rows = history is not None and len(history) > 0
-    if has_rows and not any(len(_series(history, f"weight_angle/{layer}")[1])
+    if has_rows and not any(len(_live_series(history, bands, f"weight_angle/{layer}")[1])
                             for layer in range(1, n_layers + 1)):
         _note(fig, NO_WEIGHT_ANGLE_NOTE)
     elif not has_rows and not pinned:
