@@ -8,9 +8,10 @@ turn, the starting point rotating), medians:
 - ``train_many``: ``fa_explore.train_many(configs)``;
 - ``bound``: the batched arithmetic alone, hand-written in plain PyTorch: the same
   stacked weights, the same number of steps on the same batch shapes (``baddbmm``
-  forward, autograd backward, an SGD update), plus the evaluations' arithmetic
-  (a forward over each member's train and test evaluation subsets and two probe
-  backward passes per evaluation), with none of the library's bookkeeping.
+  forward, autograd backward, the configs' optimizer from ``torch.optim``), plus the
+  evaluations' arithmetic (a forward over each member's train and test evaluation
+  subsets and two probe backward passes per evaluation), with none of the library's
+  bookkeeping.
   ``train_many`` cannot be faster than this; the issue asks for within 1.5x.
 
     python benchmarks/ensemble_speed.py [--members 16] [--repeats 5] [--threads 1]
@@ -79,6 +80,9 @@ def bound_seconds(cfgs: list[fx.RunConfig]) -> float:
             logits = stacked_forward(weights, biases, torch.relu, x[probe], fb)
             torch.autograd.grad(member_losses(logits, y[probe]).sum(), weights)
 
+    # The configs' optimizer, as torch.optim implements it (one lr for all members).
+    optimizer = (torch.optim.Adam if first.optimizer == "adam" else torch.optim.SGD)(
+        [*weights, *biases], lr=first.lr)
     evaluation()
     step = 0
     for _ in range(first.epochs):
@@ -88,10 +92,8 @@ def bound_seconds(cfgs: list[fx.RunConfig]) -> float:
             batch = order[:, start:start + first.batch_size]
             logits = stacked_forward(weights, biases, torch.relu, x[batch], feedbacks)
             member_losses(logits, y[batch]).sum().backward()
-            with torch.no_grad():
-                for p in (*weights, *biases):
-                    p.sub_(p.grad, alpha=0.01)
-                    p.grad = None
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % every == 0 or step == total:
                 evaluation()

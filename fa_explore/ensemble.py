@@ -125,53 +125,48 @@ def _angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class _StackedOptimizer:
     """SGD (momentum, weight decay) or Adam (weight decay as ``torch.optim.Adam``:
-    added to the gradient) over stacked parameters, with per-member learning rate,
-    momentum and weight decay (tensors broadcast over the member axis), following
-    ``torch.optim``'s update formulas. ``active`` (bool per member) leaves ended
-    members untouched."""
+    added to the gradient) over every member's parameters at once, following
+    ``torch.optim``'s update formulas, with per-member learning rate, momentum and
+    weight decay (``(E,)`` tensors). The parameters are views of one ``(E, P)``
+    tensor ``flat``, so a step is a handful of operations on it whatever the depth.
+    ``active`` (bool per member) leaves ended members untouched."""
 
-    def __init__(self, kind: str, params: Sequence[torch.Tensor], momentum: torch.Tensor,
-                 weight_decay: torch.Tensor):
+    def __init__(self, kind: str, flat: torch.Tensor, params: Sequence[torch.Tensor],
+                 momentum: torch.Tensor, weight_decay: torch.Tensor):
         if kind not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be sgd or adam; got {kind!r}")
-        self.kind, self.params = kind, list(params)
-        self.momentum, self.weight_decay = momentum, weight_decay
-        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self.kind, self.flat, self.params = kind, flat, list(params)
+        self.momentum, self.weight_decay = momentum[:, None], weight_decay[:, None]
+        self.state: dict[str, torch.Tensor] = {}
         self.steps = 0
-
-    @staticmethod
-    def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, active: torch.Tensor) -> None:
         self.steps += 1
-        for param, state in zip(self.params, self.state, strict=True):
-            grad = param.grad
-            lr_m = self._per_member(lr, param)
-            wd = self._per_member(self.weight_decay, param)
-            grad = grad + wd * param
-            if self.kind == "sgd":
-                buf = state.get("momentum")
-                if buf is None:
-                    buf = state["momentum"] = grad.clone()
-                else:
-                    buf.mul_(self._per_member(self.momentum, param)).add_(grad)
-                update = lr_m * buf
+        flat, state = self.flat, self.state
+        grad = torch.cat([p.grad.flatten(1) for p in self.params], 1)
+        for p in self.params:
+            p.grad = None
+        grad.add_(self.weight_decay * flat)
+        if self.kind == "sgd":
+            buf = state.get("momentum")
+            if buf is None:
+                buf = state["momentum"] = grad
             else:
-                beta1, beta2 = ADAM_BETAS
-                if not state:
-                    state["m"], state["v"] = torch.zeros_like(param), torch.zeros_like(param)
-                m, v = state["m"], state["v"]
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                bias1 = 1 - beta1 ** self.steps
-                bias2_sqrt = math.sqrt(1 - beta2 ** self.steps)
-                denom = (v.sqrt() / bias2_sqrt).add_(ADAM_EPS)
-                update = (lr_m / bias1) * m / denom
-            keep = self._per_member(active, param)
-            param.copy_(torch.where(keep, param - update, param))
-            param.grad = None
+                buf.mul_(self.momentum).add_(grad)
+            update = lr[:, None] * buf
+        else:
+            beta1, beta2 = ADAM_BETAS
+            if not state:
+                state["m"], state["v"] = torch.zeros_like(flat), torch.zeros_like(flat)
+            m, v = state["m"], state["v"]
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias1 = 1 - beta1 ** self.steps
+            bias2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+            denom = v.sqrt().div_(bias2_sqrt).add_(ADAM_EPS)
+            update = (lr[:, None] / bias1) * m / denom
+        flat.copy_(torch.where(active[:, None], flat - update, flat))
 
 
 @dataclass
@@ -364,10 +359,19 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
     activation = models[0].activation
     # The stacked parameters; each member's parameters become views of its slice, so
     # its rule reads the current weights and the metrics see them.
-    weights = [torch.stack([model.layers[l].weight.detach() for model in models])
-               .requires_grad_() for l in range(n_layers)]
-    biases = [torch.stack([model.layers[l].bias.detach() for model in models])
-              .requires_grad_() for l in range(n_layers)]
+    # All members' parameters in one (E, P) tensor; each layer's stacked weight and
+    # bias are views of it (autograd leaves), and each member's parameters are views
+    # of its slice, so its rule reads the current weights and the metrics see them.
+    pieces = [t for l in range(n_layers) for t in (
+        torch.stack([model.layers[l].weight.detach() for model in models]),
+        torch.stack([model.layers[l].bias.detach() for model in models]))]
+    flat = torch.cat([t.flatten(1) for t in pieces], 1)
+    views, offset = [], 0
+    for t in pieces:
+        size = t[0].numel()
+        views.append(flat[:, offset:offset + size].view(t.shape).requires_grad_())
+        offset += size
+    weights, biases = views[0::2], views[1::2]
     for e, model in enumerate(models):
         for l, layer in enumerate(model.layers):
             layer.weight.data = weights[l].data[e]
@@ -377,8 +381,7 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
         return torch.tensor(values, dtype=weights[0].dtype, device=device)
 
     cfgs = [m.config for m in members]
-    optimizer = _StackedOptimizer(first.optimizer, [p for pair in zip(weights, biases, strict=True)
-                                                    for p in pair],
+    optimizer = _StackedOptimizer(first.optimizer, flat, views,
                                   per_member([c.momentum for c in cfgs]),
                                   per_member([c.weight_decay for c in cfgs]))
     base_lr = per_member([c.lr for c in cfgs])
