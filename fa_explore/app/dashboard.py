@@ -17,6 +17,7 @@ kernel thread never waits for training (Stop returns at once).
 
 from __future__ import annotations
 
+import atexit
 import html
 import math
 import os
@@ -350,6 +351,7 @@ class Dashboard(widgets.VBox):
     """
 
     _previous: ClassVar[weakref.ref | None] = None
+    _exit_hook: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig | None = None, *, query: str | None = None,
                  landscape_interval: float | None = 3.0, warm_up: bool = True,
@@ -376,6 +378,7 @@ class Dashboard(widgets.VBox):
         self._render_wanted = threading.Event()
         self._closing = threading.Event()
         self._closed = False
+        self._threads_stopped = False
         self._landscape: tuple[int, Any, Any] | None = None  # (generation, pca, surface)
         self._pacer = RedrawPacer(clock=clock)
         self._renderer = threading.Thread(target=self._render_loop, name="fx-render",
@@ -406,6 +409,13 @@ class Dashboard(widgets.VBox):
         if warm_up:
             self.session.warm_up()
         Dashboard._previous = weakref.ref(self)
+        if not Dashboard._exit_hook:
+            # Registered after ipykernel's and zmq's own exit handlers, so it runs
+            # before them (atexit is last in, first out): the threads stop while the
+            # kernel can still send what they queued. Without it a kernel shut down
+            # mid-run logged "zmq gc socket requested during shutdown" tracebacks.
+            atexit.register(_stop_at_exit)
+            Dashboard._exit_hook = True
 
     # ================================================================ syncing
     @property
@@ -1266,6 +1276,18 @@ class Dashboard(widgets.VBox):
         if getattr(self, "_closed", True):  # closed, or refused in __init__ (nothing runs)
             return
         self._closed = True
+        self.stop_threads(timeout)
+        if Dashboard._previous is not None and Dashboard._previous() is self:
+            Dashboard._previous = None
+        super().close()
+
+    def stop_threads(self, timeout: float | None = 10.0) -> None:
+        """Stop the run, the sweep, the analysis and the renderer and join their
+        threads (``timeout`` bounds each join); the widgets stay. What
+        :meth:`close` does first, and all the kernel's exit does."""
+        if getattr(self, "_threads_stopped", True):  # stopped, or refused in __init__
+            return
+        self._threads_stopped = True
         self.session.close(timeout)
         self.sweep_panel.close(timeout)
         self.analyse_panel.close(timeout)
@@ -1273,9 +1295,14 @@ class Dashboard(widgets.VBox):
         self._render_wanted.set()
         if self._renderer.is_alive() and self._renderer is not threading.current_thread():
             self._renderer.join(timeout)
-        if Dashboard._previous is not None and Dashboard._previous() is self:
-            Dashboard._previous = None
-        super().close()
+
+
+def _stop_at_exit() -> None:
+    """The kernel is exiting: stop the live dashboard's threads (briefly: nobody is
+    left to see the page)."""
+    dashboard = Dashboard._previous() if Dashboard._previous else None
+    if dashboard is not None:
+        dashboard.stop_threads(timeout=2.0)
 
 
 class RedrawPacer:

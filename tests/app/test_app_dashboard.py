@@ -660,6 +660,32 @@ def test_a_new_dashboard_closes_the_previous_one():
     assert wait_until(lambda: set(threading.enumerate()) - before == set())
 
 
+def test_the_kernels_exit_stops_a_training_dashboards_threads_first(monkeypatch):
+    """At exit (a kernel shut down mid-run) the dashboard's threads stop before
+    zmq's exit handlers close the sockets they send on; the hook is registered once."""
+    import atexit
+
+    from fa_explore.app import dashboard as dashboard_module
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(Dashboard, "_exit_hook", False)
+    first = Dashboard(query=LONG, landscape_interval=None, warm_up=False)
+    try:
+        first.train.click()
+        assert wait_until(lambda: first.session.run is not None)
+        assert registered == [dashboard_module._stop_at_exit]
+        dashboard_module._stop_at_exit()
+        assert not first._renderer.is_alive() and not first.session.threads()
+        assert fx_threads() == []
+        assert not first._closed  # the widgets stay: the process is ending anyway
+    finally:
+        first.close(timeout=None)
+    second = Dashboard(warm_up=False, landscape_interval=None)
+    second.close(timeout=None)
+    assert registered == [dashboard_module._stop_at_exit]  # not again
+
+
 def test_a_user_change_is_never_hidden_by_another_threads_sync(make_dashboard):
     dashboard = make_dashboard()
     holding, release = threading.Event(), threading.Event()
