@@ -49,10 +49,12 @@ from .training import (
     Snapshot,
     _fixed_subset,
     build,
+    divergence_message,
     eval_interval,
     hessian_row,
     lr_factor_at,
     resolve_device,
+    target_message,
     train_iter,
 )
 
@@ -506,16 +508,6 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
         running[e] = False
         active[e] = False
 
-    def target_message(e: int) -> str | None:
-        cfg, row = cfgs[e], members[e].run.rows[-1]
-        if cfg.target_loss is not None and row["train_loss"] <= cfg.target_loss:
-            return (f"reached the target at step {row['step']}: evaluated training loss "
-                    f"{row['train_loss']:.4g} <= target_loss {cfg.target_loss:g}")
-        if cfg.target_acc is not None and row["train_acc"] >= cfg.target_acc:
-            return (f"reached the target at step {row['step']}: evaluated training "
-                    f"accuracy {row['train_acc']:.4g} >= target_acc {cfg.target_acc:g}")
-        return None
-
     def snapshots(step: int, recorded: Sequence[int]) -> list[Snapshot]:
         """Every member's snapshot: the newest row for those just recorded, None for
         the others (ended earlier, or just now without a row)."""
@@ -549,7 +541,7 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
         record(0, 0.0, everyone)
         for e in everyone:
             members[e].run.trajectory.record(0, models[e])
-            reached = target_message(e)
+            reached = target_message(cfgs[e], members[e].run.rows[-1])
             if reached:
                 end(e, "finished", "target", reached)
         yield snapshots(0, everyone)
@@ -596,18 +588,12 @@ def _train_group(configs: Sequence[RunConfig], data: Dataset,
                     record(step, step / steps_per_epoch, who)
                     for e in who:
                         row = members[e].run.rows[-1]
-                        loss_now, loss_start = row["train_loss"], members[e].run.rows[0][
-                            "train_loss"]
-                        if not math.isfinite(loss_now) or (
-                                loss_now > cfgs[e].divergence_factor * loss_start):
+                        blown_up = divergence_message(cfgs[e], row, members[e].run.rows[0])
+                        if blown_up:
                             members[e].run.diverged_step = step
-                            end(e, "diverged", "diverged",
-                                f"diverged at step {step}: the evaluated training loss is "
-                                f"{loss_now:.4g} (it started at {loss_start:.4g}; "
-                                f"divergence_factor is {cfgs[e].divergence_factor:g}); lower "
-                                "the learning rate")
+                            end(e, "diverged", "diverged", blown_up)
                             continue
-                        reached = target_message(e)
+                        reached = target_message(cfgs[e], members[e].run.rows[-1])
                         if reached:
                             members[e].run.trajectory.record(step, models[e])
                             end(e, "finished", "target", reached)

@@ -471,6 +471,32 @@ def eval_interval(cfg: RunConfig, total_steps: int) -> int:
     return cfg.eval_every or max(1, total_steps // EVALUATIONS_PER_RUN)
 
 
+def target_message(cfg: RunConfig, row: dict[str, Any]) -> str | None:
+    """What an evaluated row says about ``cfg``'s targets: the message of a reached
+    ``target_loss`` / ``target_acc``, or None."""
+    if cfg.target_loss is not None and row["train_loss"] <= cfg.target_loss:
+        return (f"reached the target at step {row['step']}: evaluated training loss "
+                f"{row['train_loss']:.4g} <= target_loss {cfg.target_loss:g}")
+    if cfg.target_acc is not None and row["train_acc"] >= cfg.target_acc:
+        return (f"reached the target at step {row['step']}: evaluated training "
+                f"accuracy {row['train_acc']:.4g} >= target_acc {cfg.target_acc:g}")
+    return None
+
+
+def divergence_message(cfg: RunConfig, row: dict[str, Any], first: dict[str, Any]
+                       ) -> str | None:
+    """The message when an evaluated row shows the run diverged (its training loss is
+    not finite, or above ``divergence_factor`` times the first row's), else None. A
+    batch loss can stay finite while the weights blow up, and an exploding loss
+    (Adam at lr 1: ~5e5) may never reach inf."""
+    loss_now, loss_start = row["train_loss"], first["train_loss"]
+    if math.isfinite(loss_now) and loss_now <= cfg.divergence_factor * loss_start:
+        return None
+    return (f"diverged at step {row['step']}: the evaluated training loss is "
+            f"{loss_now:.4g} (it started at {loss_start:.4g}; divergence_factor is "
+            f"{cfg.divergence_factor:g}); lower the learning rate")
+
+
 def _fixed_subset(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)[:min(size, n)]
 
@@ -589,20 +615,10 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                 f"training loss became {bad_loss}; lower the learning rate")
         return found is not None
 
-    def target_reached(row: dict[str, Any]) -> str | None:
-        """The message of a reached target, or None."""
-        if cfg.target_loss is not None and row["train_loss"] <= cfg.target_loss:
-            return (f"reached the target at step {row['step']}: evaluated training loss "
-                    f"{row['train_loss']:.4g} <= target_loss {cfg.target_loss:g}")
-        if cfg.target_acc is not None and row["train_acc"] >= cfg.target_acc:
-            return (f"reached the target at step {row['step']}: evaluated training "
-                    f"accuracy {row['train_acc']:.4g} >= target_acc {cfg.target_acc:g}")
-        return None
-
     try:
         first = record(0, 0.0)
         run.trajectory.record(0, model)
-        reached = target_reached(first)
+        reached = target_message(cfg, first)
         if reached:
             end("finished", "target", reached)
         yield Snapshot(run, first, 0, total_steps, run.status)
@@ -636,20 +652,13 @@ def train_iter(cfg: RunConfig, data: Dataset | None = None,
                         yield Snapshot(run, None, step, total_steps, run.status)
                         return
                     row = record(step, step / steps_per_epoch)
-                    loss_now, loss_start = row["train_loss"], run.rows[0]["train_loss"]
-                    # A batch loss can stay finite while the weights blow up, and an
-                    # exploding loss (Adam at lr 1: ~5e5) may never reach inf.
-                    if not math.isfinite(loss_now) or (
-                            loss_now > cfg.divergence_factor * loss_start):
+                    blown_up = divergence_message(cfg, row, run.rows[0])
+                    if blown_up:
                         run.diverged_step = step
-                        end("diverged", "diverged",
-                            f"diverged at step {step}: the evaluated training loss is "
-                            f"{loss_now:.4g} (it started at {loss_start:.4g}; "
-                            f"divergence_factor is {cfg.divergence_factor:g}); lower the "
-                            "learning rate")
+                        end("diverged", "diverged", blown_up)
                         yield Snapshot(run, row, step, total_steps, run.status)
                         return
-                    reached = target_reached(row)
+                    reached = target_message(cfg, row)
                     if reached:
                         # The landscape's end point is where the run ended.
                         run.trajectory.record(step, model)

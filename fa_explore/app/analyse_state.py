@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from .controls import plain_message
-from .session import log
+from .session import join_worker, log
 
 # Small enough for a student's kernel (seconds for the dashboard's default MLP).
 HESSIAN_EXAMPLES = 256  # training examples the loss Hessian is taken on
@@ -175,10 +175,7 @@ class AnalyseSession:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end (tests, closing). True if none is left."""
-        worker = self._worker
-        if worker is not None and worker.is_alive():
-            worker.join(timeout)
-        return worker is None or not worker.is_alive()
+        return join_worker(self._worker, timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the analysis and join its thread (``timeout`` bounds the join)."""

@@ -272,6 +272,13 @@ def warm_up_config(cfg: RunConfig) -> RunConfig | None:
     return small
 
 
+def join_worker(worker: threading.Thread | None, timeout: float | None) -> bool:
+    """Join ``worker`` for at most ``timeout`` seconds; True when no worker is left."""
+    if worker is not None and worker.is_alive():
+        worker.join(timeout)
+    return worker is None or not worker.is_alive()
+
+
 class TrainingSession:
     """One dashboard's training state: config, status, generation, pinned runs and
     the worker threads. Methods are called from the UI (kernel) thread and never
@@ -533,10 +540,7 @@ class TrainingSession:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no worker is training (for export and tests). True if none is."""
-        worker = self._worker
-        if worker is not None and worker.is_alive():
-            worker.join(timeout)
-        return worker is None or not worker.is_alive()
+        return join_worker(self._worker, timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop everything and join every thread (for tests and kernel shutdown);

@@ -36,7 +36,7 @@ from ..config import RunConfig, field_names
 from ..settings import MAX_SEED, SETTINGS, Setting, short_repr
 from ..sweep import BACKENDS, iter_sweep
 from .controls import change_config, plain_message, ui_range
-from .session import log
+from .session import join_worker, log
 
 # The dashboard's sweep runs on the student's kernel (2 shared cores on a small
 # server): small by default, and bounded.
@@ -425,10 +425,7 @@ class SweepSession:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end (tests, closing). True if none is left."""
-        worker = self._worker
-        if worker is not None and worker.is_alive():
-            worker.join(timeout)
-        return worker is None or not worker.is_alive()
+        return join_worker(self._worker, timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Stop the sweep and join its thread (``timeout`` bounds the join)."""
